@@ -1,0 +1,3 @@
+"""Loaders that turn image folders into ``X, y`` arrays."""
+
+__all__ = []
