@@ -138,7 +138,7 @@ def _fold_count(text):
         value = None
     if value is None or value < 2:
         raise argparse.ArgumentTypeError(
-            f"expected an integer of at least 2 folds, got {text!r}"
+            f"expected an integer of at least 2 folds, got {text!r}."
         )
     return value
 
@@ -240,6 +240,7 @@ def _load_folder(path, progress):
     if not path.is_dir():
         raise JobError(f"Data folder {str(path)!r} does not exist. {OFFLINE_HINT}")
     train_split, valid_split = _split_names(path)
+    logger.info("reading %s/ and %s/ in %s", train_split, valid_split, path)
     try:
         train = load_image_folder(path, split=train_split, progress=progress)
         valid = load_image_folder(path, split=valid_split, progress=progress)
@@ -532,7 +533,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.data is not None and args.dataset != "mnist_sample":
-        parser.error("--data and --dataset digits exclude each other")
+        parser.error("--data and --dataset digits exclude each other.")
     _configure_logging(args.verbose, args.quiet)
 
     try:
