@@ -250,7 +250,8 @@ class NearestMeanImageClassifier(
         classes, y_index = np.unique(y, return_inverse=True)
         if classes.shape[0] < 2:
             raise ValueError(
-                f"Expected at least two classes in `y`, got 1 class: {classes[0]!r}."
+                "Expected at least two classes in `y`, got 1 class: "
+                f"{classes.tolist()[0]!r}."
             )
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
 
@@ -494,7 +495,7 @@ class NearestMeanImageClassifier(
             )
         if not np.isclose(priors.sum(), 1.0):
             raise ValueError(
-                f"Expected `priors` to sum to 1, got a sum of {priors.sum()!r}."
+                f"Expected `priors` to sum to 1, got a sum of {priors.sum().item()!r}."
             )
         return priors / priors.sum()
 
@@ -587,21 +588,30 @@ class NearestMeanImageClassifier(
             yield rows, D, self._joint_log_likelihood(D)
 
     def _joint_log_likelihood(self, D):
-        """Return the log prior plus the log-likelihood of distances `D`."""
+        """Return the joint log-likelihood of each class up to a row constant.
+
+        The distances enter through their excess over the smallest distance of
+        the row, ``D - D_min`` for l1 and ``(D - D_min) * (D + D_min)`` for l2.
+        That excess is zero for the nearest class and positive for any farther
+        one, so with uniform priors the arg-max is exactly the nearest centroid,
+        and it stays finite far from every centroid.
+        """
         n_features = self.n_features_in_
         D = D.astype(np.float64)
+        eligible = np.isfinite(self._log_prior)
+        D_min = D[:, eligible].min(axis=1, keepdims=True)
         with np.errstate(over="ignore", invalid="ignore"):
             if self.norm == "l2":
-                jll = -(n_features / (2.0 * self._variance)) * (D * D)
+                excess = (D - D_min) * (D + D_min)
+                jll = -(n_features / (2.0 * self._variance)) * excess
             else:
-                jll = -(n_features / self.scale_) * D
-            jll = jll + self._log_prior
-        # Far from every centroid the log-likelihoods can overflow to -inf; the
-        # nearest centroid then takes all the probability, which -D encodes.
-        lost = ~np.isfinite(jll.max(axis=1))
-        if lost.any():
-            jll[lost] = np.where(np.isfinite(self._log_prior), -D[lost], -np.inf)
-        return jll
+                scale = np.sqrt(self._variance / 2.0)
+                jll = -(n_features / scale) * (D - D_min)
+        jll[:, ~eligible] = -np.inf
+        if isinstance(self.priors, str) and self.priors == "uniform":
+            # A constant log prior would only add rounding.
+            return jll
+        return jll + self._log_prior
 
 
 def _softmax(jll):
@@ -636,7 +646,8 @@ def _check_sample_weight(sample_weight, n_samples):
     if (weights < 0).any():
         raise ValueError(
             "Expected non-negative `sample_weight`, got "
-            f"{weights[weights < 0][0]!r} at index {np.flatnonzero(weights < 0)[0]}."
+            f"{weights[weights < 0][0].item()!r} at index "
+            f"{np.flatnonzero(weights < 0)[0]}."
         )
     if not weights.any():
         raise ValueError("Expected `sample_weight` with a positive sum, got all zeros.")

@@ -1,6 +1,5 @@
 """Run scikit-learn's estimator checks on every norm and centroid."""
 
-import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sk_meanclf import NearestMeanImageClassifier
@@ -9,7 +8,7 @@ ESTIMATORS = [
     NearestMeanImageClassifier(norm=norm, centroid=centroid)
     for norm in ("l1", "l2")
     for centroid in ("mean", "median")
-]
+] + [NearestMeanImageClassifier(priors="empirical")]
 
 
 # partial_fit raises a ValueError for centroid="median" by design, and these
