@@ -83,7 +83,8 @@ def _distances(X, centroids, norm):
     Returns
     -------
     D : ndarray of shape (n_samples, n_classes)
-        Distances in the working dtype of `X`.
+        Distances in the working dtype of `X`, or in float64 when some float32
+        rows overflowed.
     """
     dtype = _work_dtype(X.dtype)
     Xw = X.astype(dtype, copy=False)
@@ -170,7 +171,11 @@ class NearestMeanImageClassifier(
     `predict_proba` agree: the predicted class is always the arg-max of
     `predict_proba`, and ties go to the class that comes first in `classes_`.
     When two probabilities round to the same float, the predicted one is raised
-    by one unit in the last place.
+    by one unit in the last place. The variance is floored at ``1e-9`` times
+    the total variance of the training data, so classes whose rows are all
+    identical still get a positive scale. Far from every centroid the Gaussian
+    model gives all the probability to the nearest class, whereas the Laplace
+    log-odds tend to a finite limit.
 
     `partial_fit` keeps per-class weighted sums, weights and scatter, so
     batches give the same centroids and scale as one call to `fit`. A median
@@ -205,6 +210,8 @@ class NearestMeanImageClassifier(
     array([3, 7])
     >>> clf.transform([[0.1, 0.0]]).round(3)
     array([[0.05 , 0.875]])
+    >>> clf.predict_proba([[0.5, 0.5]]).round(3)
+    array([[0.72, 0.28]])
     """
 
     def __init__(self, norm="l1", centroid="mean", priors="uniform"):
