@@ -451,8 +451,9 @@ def test_zero_weight_class_is_never_predicted():
 )
 def test_bad_sample_weight(sample_weight, match):
     """Check that bad sample weights raise a ValueError naming them."""
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as error:
         NearestMeanImageClassifier().fit(X_TOY, Y_TOY, sample_weight=sample_weight)
+    assert error.type is ValueError
 
 
 # partial_fit
@@ -537,8 +538,9 @@ def test_partial_fit_errors():
 def test_bad_parameters(params, match):
     """Check that a bad parameter raises a ValueError naming the bad value."""
     clf = NearestMeanImageClassifier(**params)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as error:
         clf.fit(X_TOY, Y_TOY)
+    assert error.type is ValueError
 
 
 @pytest.mark.parametrize(
@@ -555,8 +557,9 @@ def test_bad_parameters(params, match):
 )
 def test_bad_fit_input(X, y, match):
     """Check that bad training data raises a ValueError saying what is wrong."""
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as error:
         NearestMeanImageClassifier().fit(X, y)
+    assert error.type is ValueError
 
 
 def test_failed_fit_changes_nothing():
@@ -582,8 +585,9 @@ def test_failed_fit_changes_nothing():
 )
 def test_prediction_errors(method):
     """Check NotFittedError before fit and errors on bad rows after it."""
-    with pytest.raises(NotFittedError):
+    with pytest.raises(NotFittedError) as error:
         getattr(NearestMeanImageClassifier(), method)(X_TOY)
+    assert error.type is NotFittedError
     clf = NearestMeanImageClassifier().fit(X_TOY, Y_TOY)
     with pytest.raises(ValueError, match="X has 3 features, but .* is expecting 2"):
         getattr(clf, method)(np.zeros((2, 3)))
