@@ -56,35 +56,52 @@ def cache_paths(home, root, split, class_names, on_error, listing):
     name = os.path.basename(root.rstrip(os.sep)) or "root"
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
     stem = f"{safe}-{prefix[:16]}"
-    return home / "image_folders" / f"{stem}-{content}.npz", stem
+    return home / "image_folders" / f"{stem}-{content}.npy", stem
+
+
+def _kept_path(path):
+    return path.with_name(path.stem + ".kept.npy")
 
 
 def read(path, n_files):
-    """Return ``(images, kept)`` stored at ``path``, or None when it is unusable."""
+    """Return ``(images, kept)`` stored at ``path``, or None when it is unusable.
+
+    ``kept`` marks the files that were decoded (the others were skipped as
+    unreadable); it has its own file only when some were skipped.
+    """
     try:
-        with np.load(path, allow_pickle=False) as stored:
-            images = stored["images"]
-            kept = stored["kept"]
-    except (OSError, ValueError, KeyError) as exc:
+        images = np.load(path, allow_pickle=False)
+        if images.shape[0] == n_files:
+            kept = np.ones(n_files, dtype=bool)
+        else:
+            kept = np.load(_kept_path(path), allow_pickle=False)
+    except (OSError, ValueError) as exc:
         logger.debug("Cache file %s unusable: %s", path, exc)
         return None
-    if kept.shape != (n_files,) or images.shape[0] != int(kept.sum()):
+    if images.ndim != 3 or kept.shape != (n_files,):
+        return None
+    if images.shape[0] != int(kept.sum()):
         return None
     return images, kept
 
 
+def _save(path, array):
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
 def write(path, stem, images, kept):
-    """Store ``images`` and ``kept`` at ``path`` and drop older versions."""
+    """Store ``images`` (and ``kept`` when needed) at ``path``; drop older versions."""
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, images=images, kept=kept)
-        os.replace(tmp, path)
-        for old in folder.glob(f"{stem}-*.npz"):
-            if old != path:
-                old.unlink(missing_ok=True)
+        for old in folder.glob(f"{stem}-*.npy"):
+            old.unlink(missing_ok=True)
+        if not kept.all():
+            _save(_kept_path(path), kept)
+        _save(path, images)
     except OSError as exc:
         warnings.warn(
             f"Could not write the image cache {str(path)!r}: {exc}.",

@@ -42,10 +42,6 @@ def _is_hidden(name):
     return name.startswith(".")
 
 
-def _is_image_name(name):
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
 def _subfolders(folder):
     """Return the names of the visible sub-folders of ``folder``, sorted."""
     names = []
@@ -81,32 +77,37 @@ def _check_not_a_loop(class_dir, base):
 
 
 def _list_images(class_dir, with_stat):
-    """Return the image file names of ``class_dir`` sorted, and their signatures.
+    """Return the image file names of ``class_dir``, sorted, and their signature.
 
-    A signature holds the size and modification time of a file, or the error met
-    when reading them (the file is then reported when decoded).
+    The signature is a string holding the name, size and modification time of
+    every file (or the error met reading them; decoding then reports the file),
+    or None when ``with_stat`` is False.
     """
-    names = []
-    stats = {}
+    extensions = IMAGE_EXTENSIONS
+    found = []
     with os.scandir(class_dir) as entries:
         for entry in entries:
             name = entry.name
-            if _is_hidden(name) or not _is_image_name(name):
+            if name[0] == "." or name[name.rfind(".") :].lower() not in extensions:
                 continue
             try:
                 if entry.is_dir():
                     continue
             except OSError:
                 pass  # a link loop named like an image: decoding reports it
-            names.append(name)
             if with_stat:
                 try:
                     st = entry.stat()
-                    stats[name] = f"{st.st_size}\0{st.st_mtime_ns}"
+                    found.append((name, st.st_size, st.st_mtime_ns))
                 except OSError as exc:
-                    stats[name] = f"error {exc.errno}"
-    names.sort()
-    return names, stats
+                    found.append((name, -1, exc.errno))
+            else:
+                found.append(name)
+    found.sort()
+    if not with_stat:
+        return found, None
+    signature = "\n".join(f"{name}\0{size}\0{mtime}" for name, size, mtime in found)
+    return [item[0] for item in found], signature
 
 
 def _class_order(names):
@@ -369,7 +370,7 @@ def load_image_folder(
     for label, name in enumerate(class_names):
         class_dir = os.path.join(base, name)
         _check_not_a_loop(class_dir, base)
-        names, stats = _list_images(class_dir, with_stat=cache is not False)
+        names, signature = _list_images(class_dir, with_stat=cache is not False)
         if not names:
             inner = _subfolders(class_dir)
             hint = (
@@ -381,10 +382,11 @@ def load_image_folder(
             raise ValueError(
                 f"The class folder {class_dir!r} holds no image files{hint}."
             )
-        paths.extend(os.path.join(class_dir, n) for n in names)
+        prefix = class_dir + os.sep
+        paths.extend([prefix + n for n in names])
         labels.append(np.full(len(names), label, dtype=np.intp))
         if cache is not False:
-            listing.extend(f"{name}\0{n}\0{stats[n]}" for n in names)
+            listing.append(f"{name}\n{signature}")
     labels = np.concatenate(labels)
     logger.debug(
         "Found %d image files in %d classes under %s",
