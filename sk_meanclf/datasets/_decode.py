@@ -1,6 +1,7 @@
 """Decoding of image files into the 8-bit grey levels a person sees in them."""
 
 import io
+import os
 
 import numpy as np
 
@@ -13,6 +14,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
 _BACKGROUND = 255  # transparent pixels are shown on white
+_READ_SIZE = 1 << 16
 
 
 def is_plain_grey_png(data, max_pixels):
@@ -61,26 +63,38 @@ def pil_to_grey(image):
     return np.asarray(image.convert("L"))
 
 
-def decode_file(path, use_fast=True):
+def read_bytes(path):
+    """Return the content of the file at ``path`` (with as few calls as it takes)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        data = os.read(fd, _READ_SIZE)
+        if len(data) < _READ_SIZE:
+            return data
+        chunks = [data]
+        while data:
+            data = os.read(fd, _READ_SIZE)
+            chunks.append(data)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def decode_file(path, max_pixels):
     """Read the image file at ``path`` as a 2-D uint8 array of grey levels.
 
-    Errors are Pillow's own (``OSError`` for unreadable, truncated or unknown
-    files, ``PIL.Image.DecompressionBombError`` for oversized images).
+    ``max_pixels`` is Pillow's ``Image.MAX_IMAGE_PIXELS``, passed in so that it
+    is looked up once per load. Errors are Pillow's own (``OSError`` for
+    unreadable, truncated or unknown files, ``PIL.Image.DecompressionBombError``
+    for oversized images).
     """
-    from PIL import Image
-
-    with open(path, "rb") as f:
-        data = f.read()
-    if (
-        use_fast
-        and pyspng is not None
-        and is_plain_grey_png(data, Image.MAX_IMAGE_PIXELS)
-    ):
+    data = read_bytes(path)
+    if pyspng is not None and is_plain_grey_png(data, max_pixels):
         try:
             return pyspng.load(data)
         except RuntimeError:
-            # Damaged or unusual file: let Pillow decide, and word any error.
-            pass
+            pass  # damaged or unusual: Pillow decides, and words any error
+    from PIL import Image
+
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         return pil_to_grey(image)

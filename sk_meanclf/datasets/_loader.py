@@ -167,11 +167,13 @@ def _decode_all(paths, on_error, progress):
     images = None
     first = None
     skipped = []
+    max_pixels = Image.MAX_IMAGE_PIXELS
+    decode = _decode.decode_file
     bar = _progress_bar(progress, n)
     try:
         for i, path in enumerate(paths):
             try:
-                grey = _decode.decode_file(path)
+                grey = decode(path, max_pixels)
             except Image.DecompressionBombError as exc:
                 raise Image.DecompressionBombError(
                     f"Refusing to decode {path!r}: {exc}"
