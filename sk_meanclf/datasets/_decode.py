@@ -2,6 +2,7 @@
 
 import io
 import os
+import struct
 
 import numpy as np
 
@@ -10,7 +11,11 @@ try:  # optional accelerator: libspng through pyspng, for plain 8-bit grey PNGs
 except ImportError:  # pragma: no cover - depends on the environment
     pyspng = None
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# PNG signature, then the IHDR chunk (13 bytes of data): width, height, bit depth,
+# colour type, ...
+_PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"
+_SIZE = struct.Struct(">II")
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
 _BACKGROUND = 255  # transparent pixels are shown on white
@@ -25,13 +30,13 @@ def is_plain_grey_png(data, max_pixels):
     Images above ``max_pixels`` are left to Pillow, which applies its
     decompression-bomb check to them.
     """
-    if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+    if data[:16] != _PNG_HEAD or data[24:26] != b"\x08\x00" or len(data) < 33:
         return False
-    width = int.from_bytes(data[16:20], "big")
-    height = int.from_bytes(data[20:24], "big")
-    if max_pixels is not None and width * height > max_pixels:
-        return False
-    return data[24] == 8 and data[25] == 0 and b"tRNS" not in data
+    if max_pixels is not None:
+        width, height = _SIZE.unpack_from(data, 16)
+        if width * height > max_pixels:
+            return False
+    return b"tRNS" not in data
 
 
 def pil_to_grey(image):
@@ -65,7 +70,7 @@ def pil_to_grey(image):
 
 def read_bytes(path):
     """Return the content of the file at ``path`` (with as few calls as it takes)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    fd = os.open(path, _OPEN_FLAGS)
     try:
         data = os.read(fd, _READ_SIZE)
         if len(data) < _READ_SIZE:
