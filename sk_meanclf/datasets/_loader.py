@@ -426,8 +426,8 @@ def load_image_folder(
 
     n, height, width = images.shape
     if scale:
-        images = images.astype(np.float32)
-        images /= np.float32(255)
+        # One pass, and the same float32 division as the book's .float() / 255.
+        images = np.divide(images, np.float32(255), dtype=np.float32)
     data = images.reshape(n, height * width)
     if integer_labels:
         target = np.array([int(c) for c in class_names])[labels]
