@@ -67,6 +67,8 @@ def sample_layout(tmp_path, digits):
         _png(root / split / "3" / ".ipynb_checkpoints" / "1.png", digits[1][0])
         (root / split / "7" / ".DS_Store").write_bytes(b"\0\0")
         (root / split / "7" / "notes.txt").write_text("not an image")
+        _png(root / split / ".ipynb_checkpoints" / "1.png", digits[1][1])
+        (root / split / "README.txt").write_text("3s and 7s")
         _png(root / split / "7" / ".hidden.png", digits[8][0])
     (root / "labels.csv").write_text("name,label\ntrain/3/7.png,0\n")
     (root / ".ipynb_checkpoints").mkdir()
@@ -112,6 +114,25 @@ def test_mnist_sample_order_and_pixels(mnist_sample_path, mnist_t10k):
         k = int(name.split("/")[2][:-4])
         np.testing.assert_array_equal(pixels, t10k_images[k])
         assert bunch.target[i] == int(name.split("/")[1]) == t10k_labels[k]
+
+
+def test_mnist_sample_equals_book_tensors(mnist_sample_path):
+    """Check that X equals the book's stacked tensors divided by 255, bit for bit."""
+    torch = pytest.importorskip("torch")
+    try:
+        from fastai.torch_core import tensor
+    except ImportError:
+
+        def tensor(image):
+            return torch.as_tensor(np.array(image))
+
+    X, y = load_image_folder(
+        mnist_sample_path, split="valid", classes=["7"], return_X_y=True
+    )
+    sevens = sorted((mnist_sample_path / "valid" / "7").iterdir())
+    book = torch.stack([tensor(Image.open(o)) for o in sevens]).float() / 255
+    np.testing.assert_array_equal(X, book.reshape(len(sevens), -1).numpy())
+    assert set(y.tolist()) == {7}
 
 
 def test_mnist_sample_book_distances(mnist_sample_path):

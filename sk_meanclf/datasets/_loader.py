@@ -196,6 +196,8 @@ def _decode_all(paths, on_error, progress):
             images[i] = grey
             if bar is not None and i % _PROGRESS_STEP == _PROGRESS_STEP - 1:
                 bar.update(_PROGRESS_STEP)
+        if bar is not None:
+            bar.update(n - bar.n)
     finally:
         if bar is not None:
             bar.close()
