@@ -676,3 +676,25 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(sample_layout, capsys):
     assert "img" in capsys.readouterr().err
     load_image_folder(root, split="train", progress=False)
     assert capsys.readouterr().err == ""
+
+
+# Benchmark script ---------------------------------------------------------------
+
+
+def test_bench_loader_rows(sample_layout):
+    """Check that the loader benchmark gives one row per loader, book first."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_loader.py"
+    spec = importlib.util.spec_from_file_location("bench_loader", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    root, _ = sample_layout
+    rows = bench.run(root, repeats=1)
+    names = [name for name, _, _ in rows]
+    assert names[-1] == "load_image_folder, cached"
+    assert "load_image_folder, cold" in names
+    if importlib.util.find_spec("torch") is not None:
+        assert names[0] == bench.BOOK and rows[0][2] == 1.0
+    for _, seconds, ratio in rows:
+        assert seconds > 0 and (ratio is None or ratio > 0)
