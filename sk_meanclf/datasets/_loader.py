@@ -315,7 +315,11 @@ def load_image_folder(
     gives Pillow's pixels faster.
 
     The cache checks the name, size and modification time of every image file
-    on each load, so a changed folder is never served from it.
+    on each load, so a changed folder is never served from it; that check costs
+    one ``stat`` call per file, which bounds the speed of a cached load (about
+    30 ms for the 14,434 files of MNIST_SAMPLE on two busy cores). Cache files
+    (``.npy``) hold the uint8 images; an older version for the same folder and
+    arguments is deleted when a new one is written.
 
     Examples
     --------
