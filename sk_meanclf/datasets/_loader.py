@@ -346,6 +346,8 @@ def load_image_folder(
     >>> X, y = load_image_folder(root, split="train", return_X_y=True, scale=False)
     >>> X[:, 0], y
     (array([  0, 255,  51], dtype=uint8), array([3, 3, 7]))
+    >>> import shutil
+    >>> shutil.rmtree(root)
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(
