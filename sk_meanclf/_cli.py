@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import io
 import logging
+import os
 import sys
 import time
 import warnings
@@ -214,10 +215,15 @@ def _fetch_mnist_sample():
             "--data PATH, or run --dataset digits."
         ) from exc
     except Exception as exc:
-        reason = " ".join(str(exc).split()).rstrip(".")
+        # The fetcher wraps the download error in advice meant for library users;
+        # the job names its own ways out, so it reports the underlying error.
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        reason = " ".join(str(cause).split()).rstrip(".")
+        home = Path(os.environ.get("FASTAI_HOME", "~/.fastai")).expanduser()
+        folder = home / "data" / "mnist_sample"
         raise JobError(
-            f"Could not fetch MNIST_SAMPLE ({type(exc).__name__}: {reason}). "
-            f"{OFFLINE_HINT}"
+            f"Could not fetch MNIST_SAMPLE ({type(cause).__name__}: {reason}). "
+            f"{OFFLINE_HINT} Here that folder is {str(folder)!r}."
         ) from exc
     finally:
         logger.debug("fastai printed %r", printed.getvalue())

@@ -273,6 +273,7 @@ def test_without_network(tmp_path):
     err = result.stderr.strip()
     assert "\n" not in err
     assert err.startswith("sk-meanclf: error: Could not fetch MNIST_SAMPLE")
+    assert repr(str(tmp_path / "empty_home" / "data" / "mnist_sample")) in err
     for hint in ("$FASTAI_HOME/data/mnist_sample", "--data PATH", "--dataset digits"):
         assert hint in err
     assert not (tmp_path / "empty_home" / "data" / "mnist_sample").exists()
