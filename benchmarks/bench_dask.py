@@ -61,8 +61,13 @@ def run(n_rows=100_000, repeat=5):
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
-        Xd = da.from_array(X, chunks=(CHUNK_ROWS, N_FEATURES))
-        yd = da.from_array(y, chunks=CHUNK_ROWS)
+        # Send the rows once, then keep them on the workers in blocks.
+        lazy = [
+            da.from_delayed(future, shape=array.shape, dtype=array.dtype)
+            for array, future in zip((X, y), client.scatter([X, y]), strict=True)
+        ]
+        Xd = lazy[0].rechunk((CHUNK_ROWS, N_FEATURES))
+        yd = lazy[1].rechunk(CHUNK_ROWS)
         Xd, yd = client.persist([Xd, yd])
         distributed.wait([Xd, yd])
         on_cluster = _median_seconds(

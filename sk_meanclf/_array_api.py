@@ -1,7 +1,9 @@
-"""Array API inputs (torch tensors, array-api-strict): class statistics and distances.
+"""Array API input (torch tensors, array-api-strict): fit and predict on its device.
 
-These functions compute in the namespace and on the device of their input, so a
-CUDA tensor stays on its GPU. They are used only when scikit-learn's
+The class sums, scatter, medians and distances are computed in the namespace and
+on the device of `X`, so a CUDA tensor stays on its GPU; only per-class summaries
+and labels visit the host, where the classifier's NumPy code derives the fitted
+attributes before they move to the device of `X`. Used only when scikit-learn's
 ``array_api_dispatch`` is on and `X` is not a NumPy array.
 """
 
@@ -11,6 +13,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sk_meanclf import _summaries
+
+# Upper bound, in MiB, on the temporaries of one batch of rows.
+_MAX_WORKING_MEMORY_MIB = 256
 
 
 def array_api_namespace(X):
@@ -125,53 +130,15 @@ def accumulator_dtype(xp, device):
 
 
 def _batches(n_samples, n_features, itemsize):
-    """Yield row slices whose temporaries fit in scikit-learn's working memory."""
-    budget = get_config()["working_memory"] * 2**20
+    """Yield row slices whose temporaries fit in scikit-learn's working memory.
+
+    The budget is capped at 256 MiB: larger than the NumPy path's cap, since a
+    GPU runs fewer, larger batches faster, yet bounded on any device.
+    """
+    budget = min(get_config()["working_memory"], _MAX_WORKING_MEMORY_MIB) * 2**20
     rows = max(1, int(budget // max(1, 4 * n_features * itemsize)))
     for start in range(0, n_samples, rows):
         yield slice(start, min(start + rows, n_samples))
-
-
-def class_statistics(X, y_index, n_classes, sample_weight, xp, device):
-    """Return the per-class weighted sums, weights and sums of squared norms.
-
-    Parameters
-    ----------
-    X : array of shape (n_samples, n_features)
-        Samples, in namespace `xp` on `device`.
-    y_index : array of shape (n_samples,), integer dtype
-        Class index of each row, on `device`.
-    n_classes : int
-        Number of classes.
-    sample_weight : array of shape (n_samples,) or None
-        Weight of each row, on `device`; every row weighs 1 when None.
-    xp : namespace
-        Array namespace of `X`.
-    device : device
-        Device of `X`.
-
-    Returns
-    -------
-    sums : array of shape (n_classes, n_features)
-    weights : array of shape (n_classes,)
-    squared_norms : array of shape (n_classes,)
-        All in float64 (float32 where the device has no float64), on `device`.
-    """
-    dtype = accumulator_dtype(xp, device)
-    n_samples, n_features = X.shape
-    labels = xp.arange(n_classes, device=device)
-    sums = xp.zeros((n_classes, n_features), dtype=dtype, device=device)
-    weights = xp.zeros(n_classes, dtype=dtype, device=device)
-    squared_norms = xp.zeros(n_classes, dtype=dtype, device=device)
-    for rows in _batches(n_samples, n_features, 8):
-        block = xp.astype(X[rows, :], dtype)
-        one_hot = xp.astype(y_index[rows, None] == labels[None, :], dtype)
-        if sample_weight is not None:
-            one_hot = one_hot * xp.astype(sample_weight[rows, None], dtype)
-        sums = sums + one_hot.T @ block
-        weights = weights + xp.sum(one_hot, axis=0)
-        squared_norms = squared_norms + one_hot.T @ xp.sum(block * block, axis=1)
-    return sums, weights, squared_norms
 
 
 def weighted_median(X, sample_weight, xp, device):
@@ -233,7 +200,7 @@ def distances(X, centroids, norm, xp):
     Parameters
     ----------
     X : array of shape (n_samples, n_features)
-        Samples, in namespace `xp`.
+        One batch of rows, in namespace `xp`; the caller bounds its size.
     centroids : array of shape (n_classes, n_features)
         Centroids, same namespace, device and dtype as `X`.
     norm : {"l1", "l2"}
@@ -245,21 +212,15 @@ def distances(X, centroids, norm, xp):
     -------
     D : array of shape (n_samples, n_classes), dtype of `X`
     """
-    n_samples, n_features = X.shape
-    parts = []
-    for rows in _batches(n_samples, n_features, 4):
-        block = X[rows, :]
-        columns = []
-        for k in range(centroids.shape[0]):
-            diff = block - centroids[k, :]
-            if norm == "l1":
-                columns.append(xp.sum(xp.abs(diff), axis=1) / n_features)
-            else:
-                columns.append(xp.sqrt(xp.sum(diff * diff, axis=1) / n_features))
-        parts.append(xp.stack(columns, axis=1))
-    if len(parts) == 1:
-        return parts[0]
-    return xp.concat(parts, axis=0)
+    n_features = X.shape[1]
+    columns = []
+    for k in range(centroids.shape[0]):
+        diff = X - centroids[k, :]
+        if norm == "l1":
+            columns.append(xp.sum(xp.abs(diff), axis=1) / n_features)
+        else:
+            columns.append(xp.sqrt(xp.sum(diff * diff, axis=1) / n_features))
+    return xp.stack(columns, axis=1)
 
 
 def _work_dtype(X, xp, device):
@@ -338,25 +299,29 @@ def _to_numpy_state(estimator):
             setattr(estimator, name, to_numpy(value))
 
 
-def _summarize(estimator, X, y, classes, sample_weight, xp, device):
-    """Return the NumPy summaries of `X` and the labels' indices on `device`."""
+def _summarize(X, y, classes, sample_weight, xp, device):
+    """Return the NumPy summaries of `X`, and the labels and weights on `device`.
+
+    The labels and the weights are checked on the host, as the NumPy path
+    checks them; the summaries are computed on the device of `X`.
+    """
     from sk_meanclf._classifier import _check_sample_weight
 
-    y_index = _summaries.encode_labels(to_numpy(y), classes)
+    y_index = xp.asarray(_summaries.encode_labels(y, classes), device=device)
     if sample_weight is not None:
         sample_weight = _check_sample_weight(to_numpy(sample_weight), X.shape[0])
-    y_index = xp.asarray(y_index, device=device)
-    if sample_weight is not None:
         sample_weight = xp.asarray(
             sample_weight, dtype=accumulator_dtype(xp, device), device=device
         )
     summaries = _class_summaries(
         X, y_index, classes.shape[0], sample_weight, xp, device
     )
-    return tuple(to_numpy(s).astype(np.float64) for s in summaries), (
-        y_index,
-        sample_weight,
-    )
+    summaries = tuple(to_numpy(s).astype(np.float64) for s in summaries)
+    return summaries, y_index, sample_weight
+
+
+def _numpy_work_dtype(X, xp, device):
+    return np.float32 if _work_dtype(X, xp, device) == xp.float32 else np.float64
 
 
 def fit(estimator, X, y, sample_weight=None):
@@ -389,14 +354,12 @@ def fit(estimator, X, y, sample_weight=None):
     classes = np.unique(y)
     _summaries.check_classes(classes)
 
-    summaries, (y_index, weights) = _summarize(
-        estimator, X, y, classes, sample_weight, xp, device
-    )
+    summaries, y_index, weights = _summarize(X, y, classes, sample_weight, xp, device)
     medians = None
     if estimator.centroid == "median":
         medians = _class_medians(X, y_index, summaries[1], weights, xp, device)
 
-    dtype = np.float32 if _work_dtype(X, xp, device) == xp.float32 else np.float64
+    dtype = _numpy_work_dtype(X, xp, device)
     _summaries.store(estimator, classes, summaries, dtype, True, medians)
     _to_namespace(estimator, xp, device)
     return estimator
@@ -429,9 +392,9 @@ def partial_fit(estimator, X, y, classes=None, sample_weight=None):
     y = to_numpy(y)
     check_classification_targets(y)
 
-    summaries, _ = _summarize(estimator, X, y, classes, sample_weight, xp, device)
+    summaries, _, _ = _summarize(X, y, classes, sample_weight, xp, device)
     _to_numpy_state(estimator)
-    dtype = np.float32 if _work_dtype(X, xp, device) == xp.float32 else np.float64
+    dtype = _numpy_work_dtype(X, xp, device)
     _summaries.store(estimator, classes, summaries, dtype, first_call)
     _to_namespace(estimator, xp, device)
     return estimator
