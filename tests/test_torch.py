@@ -87,6 +87,20 @@ def _check_same_as_numpy(clf, expected, X, X_xp, namespace, device):
         )
 
 
+def _check_device_only(clf, expected, X, X_xp):
+    """Outputs on a non-CPU array-api-strict device, compared after a move."""
+    import array_api_strict as xp
+
+    cpu = xp.Device("CPU_DEVICE")
+    for method in METHODS:
+        with config_context(array_api_dispatch=True):
+            result = getattr(clf, method)(X_xp)
+        assert result.device == X_xp.device, method
+        moved = np.asarray(xp.asarray(result, device=cpu))
+        reference = getattr(expected, method)(X)
+        assert_allclose(moved, reference, rtol=1e-6, atol=_atol(X, method))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("centroid", ["mean", "median"])
 @pytest.mark.parametrize("norm", ["l1", "l2"])
@@ -130,20 +144,6 @@ def test_array_api_strict_matches_numpy(digits, norm, centroid, device_name):
         _check_same_as_numpy(clf, expected, X, X_xp, "array_api_strict", device)
     else:
         _check_device_only(clf, expected, X, X_xp)
-
-
-def _check_device_only(clf, expected, X, X_xp):
-    """Outputs on a non-CPU array-api-strict device, compared after a move."""
-    import array_api_strict as xp
-
-    cpu = xp.Device("CPU_DEVICE")
-    for method in METHODS:
-        with config_context(array_api_dispatch=True):
-            result = getattr(clf, method)(X_xp)
-        assert result.device == X_xp.device, method
-        moved = np.asarray(xp.asarray(result, device=cpu))
-        reference = getattr(expected, method)(X)
-        assert_allclose(moved, reference, rtol=1e-6, atol=_atol(X, method))
 
 
 @pytest.mark.parametrize("centroid", ["mean", "median"])
