@@ -54,9 +54,9 @@ def shifted_images(images, block_info=None):
     n, height, width = len(picks), images.shape[1], images.shape[2]
     padded = np.pad(images[picks], ((0, 0), (SHIFT, SHIFT), (SHIFT, SHIFT)))
     dy, dx = rng.integers(0, 2 * SHIFT + 1, size=(2, n))
-    rows = dy[:, None, None] + np.arange(height)[None, :, None]
-    cols = dx[:, None, None] + np.arange(width)[None, None, :]
-    shifted = padded[np.arange(n)[:, None, None], rows, cols].reshape(n, -1)
+    top = dy[:, None, None] + np.arange(height)[None, :, None]
+    left = dx[:, None, None] + np.arange(width)[None, None, :]
+    shifted = padded[np.arange(n)[:, None, None], top, left].reshape(n, -1)
     brightness = rng.uniform(0.8, 1.0, size=(n, 1)).astype(np.float32)
     return shifted.astype(np.float32) * (brightness / 255)
 
