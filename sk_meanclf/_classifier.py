@@ -13,7 +13,7 @@ from sklearn.base import (
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from sk_meanclf import _kernels
+from sk_meanclf import _array_api, _dask, _kernels
 
 # Upper bound, in MiB, on the temporaries of one row chunk, whatever
 # ``sklearn.get_config()["working_memory"]`` says (it defaults to 1 GiB).
@@ -98,6 +98,20 @@ def _distances(X, centroids, norm):
             D = D.astype(np.float64)
             D[overflow] = D64
     return D
+
+
+def _backend(estimator, X, method):
+    """Return the module computing `method` on a dask or array API `X`, or None.
+
+    None means the NumPy path below; dask arrays go to `_dask`, and arrays of
+    another namespace, with scikit-learn's ``array_api_dispatch`` on, go to
+    `_array_api`.
+    """
+    if _dask.is_dask_array(X):
+        return _dask
+    if _array_api.uses_array_api(estimator, X, method):
+        return _array_api
+    return None
 
 
 class NearestMeanImageClassifier(
@@ -191,6 +205,21 @@ class NearestMeanImageClassifier(
     ``working_memory`` setting, capped at 32 MiB, so their temporaries stay
     bounded however many rows are passed.
 
+    A dask array `X` is fitted block by block on the active dask scheduler
+    (a ``distributed.Client`` included): each block is reduced to per-class
+    summaries where it lives and only those travel, so `X` is never gathered.
+    `predict`, `transform`, `decision_function`, `predict_proba` and
+    `predict_log_proba` then return lazy dask arrays, and `score` reduces
+    blockwise. With ``centroid="median"`` the rows are regrouped into strips of
+    whole columns on the workers, which moves the data between them once.
+
+    Torch tensors and other array API arrays are computed on their own device
+    when scikit-learn's ``array_api_dispatch`` is on (it needs the environment
+    variable ``SCIPY_ARRAY_API=1``); the fitted arrays then live on that device
+    and must match the namespace of later input. Labels that are not numbers
+    come back from `predict` as a NumPy array. Without dispatch, tensors are
+    read as NumPy arrays.
+
     References
     ----------
     J. Howard and S. Gugger, "Deep Learning for Coders with fastai and PyTorch",
@@ -251,6 +280,9 @@ class NearestMeanImageClassifier(
 
     def _fit(self, X, y, sample_weight):
         self._check_params()
+        backend = _backend(self, X, "fit")
+        if backend is not None:
+            return backend.fit(self, X, y, sample_weight)
 
         X, y = validate_data(self, X, y, dtype="numeric")
         check_classification_targets(y)
@@ -300,6 +332,10 @@ class NearestMeanImageClassifier(
 
     def _partial_fit(self, X, y, classes, sample_weight):
         self._check_params()
+        backend = _backend(self, X, "partial_fit")
+        if backend is not None:
+            return backend.partial_fit(self, X, y, classes, sample_weight)
+
         if self.centroid != "mean":
             raise ValueError(
                 "Expected `centroid` to be 'mean' for partial_fit, got "
@@ -362,6 +398,9 @@ class NearestMeanImageClassifier(
         y_pred : ndarray of shape (n_samples,)
             Predicted labels, taken from `classes_`.
         """
+        backend = _backend(self, X, "predict")
+        if backend is not None:
+            return backend.predict(self, X)
         X = self._validate_for_prediction(X)
         out = np.empty(X.shape[0], dtype=np.intp)
         for rows, _, jll in self._iter_chunks(X):
@@ -381,6 +420,9 @@ class NearestMeanImageClassifier(
         proba : ndarray of shape (n_samples, n_classes)
             Probabilities in the order of `classes_`; each row sums to 1.
         """
+        backend = _backend(self, X, "predict_proba")
+        if backend is not None:
+            return backend.predict_proba(self, X)
         X = self._validate_for_prediction(X)
         out = np.empty((X.shape[0], self.classes_.shape[0]), dtype=np.float64)
         for rows, _, jll in self._iter_chunks(X):
@@ -402,6 +444,9 @@ class NearestMeanImageClassifier(
             probability underflows to zero, except for classes with zero prior
             or zero training weight (``-inf``).
         """
+        backend = _backend(self, X, "predict_log_proba")
+        if backend is not None:
+            return backend.predict_log_proba(self, X)
         X = self._validate_for_prediction(X)
         out = np.empty((X.shape[0], self.classes_.shape[0]), dtype=np.float64)
         for rows, _, jll in self._iter_chunks(X):
@@ -425,6 +470,9 @@ class NearestMeanImageClassifier(
             more classes, the joint log-likelihood of each class shifted so
             that the largest score of each row is 0.
         """
+        backend = _backend(self, X, "decision_function")
+        if backend is not None:
+            return backend.decision_function(self, X)
         X = self._validate_for_prediction(X)
         n_classes = self.classes_.shape[0]
         out = np.empty((X.shape[0], n_classes), dtype=np.float64)
@@ -450,6 +498,9 @@ class NearestMeanImageClassifier(
             input and in float64 otherwise; ``inf`` for a class whose sample
             weights sum to zero.
         """
+        backend = _backend(self, X, "transform")
+        if backend is not None:
+            return backend.transform(self, X)
         X = self._validate_for_prediction(X)
         out = None
         for rows, D, _ in self._iter_chunks(X, likelihood=False):
@@ -460,12 +511,35 @@ class NearestMeanImageClassifier(
             out = np.empty((0, self.classes_.shape[0]), dtype=_work_dtype(X.dtype))
         return out
 
+    def score(self, X, y, sample_weight=None):
+        """Return the mean accuracy on the given samples and labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Images to classify; a dask array is scored block by block.
+        y : array-like of shape (n_samples,)
+            True labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample.
+
+        Returns
+        -------
+        score : float
+            Weighted fraction of correctly classified samples.
+        """
+        backend = _backend(self, X, "score")
+        if backend is not None:
+            return backend.score(self, X, y, sample_weight)
+        return super().score(X, y, sample_weight=sample_weight)
+
     @property
     def _n_features_out(self):
         return self.classes_.shape[0]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
+        tags.array_api_support = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 

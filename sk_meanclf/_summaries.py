@@ -1,0 +1,169 @@
+"""Class summaries computed from dask or array API input, stored in the classifier.
+
+The NumPy path of :class:`~sk_meanclf.NearestMeanImageClassifier` keeps, per
+class, the weighted sum of the rows, their summed weight and their scatter (the
+weighted sum of squared differences to the class mean). The dask and array API
+paths compute the same summaries their own way; the helpers here check the
+arguments and store the summaries exactly as the NumPy path does.
+"""
+
+import numpy as np
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import unique_labels as _unique_labels
+
+
+def check_classes(y_classes):
+    """Check the distinct labels of a fit: classification targets, two or more.
+
+    Parameters
+    ----------
+    y_classes : ndarray of shape (n_classes,)
+        The sorted distinct labels of `y`.
+    """
+    check_classification_targets(y_classes)
+    if y_classes.shape[0] < 2:
+        raise ValueError(
+            "Expected at least two classes in `y`, got 1 class: "
+            f"{y_classes.tolist()[0]!r}."
+        )
+
+
+def partial_fit_classes(estimator, classes):
+    """Return the classes of a `partial_fit` call and whether it is the first.
+
+    Parameters
+    ----------
+    estimator : NearestMeanImageClassifier
+        The estimator being updated.
+    classes : array-like of shape (n_classes,) or None
+        The `classes` argument of `partial_fit`.
+
+    Returns
+    -------
+    classes : ndarray of shape (n_classes,)
+        Sorted classes.
+    first_call : bool
+        Whether the estimator holds no summaries yet.
+    """
+    if estimator.centroid != "mean":
+        raise ValueError(
+            "Expected `centroid` to be 'mean' for partial_fit, got "
+            f"{estimator.centroid!r}: a median cannot be updated from per-batch "
+            "summaries, so centroid='median' needs all rows in one call to fit."
+        )
+    first_call = not hasattr(estimator, "_sums")
+    if classes is None:
+        if first_call:
+            raise ValueError(
+                "Expected `classes` on the first call to partial_fit, got None."
+            )
+        return estimator.classes_, first_call
+    classes = _unique_labels(np.asarray(classes))
+    if classes.shape[0] < 2:
+        raise ValueError(
+            f"Expected at least two classes in `classes`, got {classes.tolist()!r}."
+        )
+    if not first_call and not np.array_equal(classes, estimator.classes_):
+        raise ValueError(
+            f"Expected `classes` to be {estimator.classes_.tolist()!r} as on the "
+            f"first call to partial_fit, got {classes.tolist()!r}."
+        )
+    return classes, first_call
+
+
+def encode_labels(y, classes):
+    """Return the index in the sorted `classes` of each label of `y`.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_samples,)
+        Labels.
+    classes : ndarray of shape (n_classes,)
+        Sorted classes.
+
+    Returns
+    -------
+    y_index : ndarray of shape (n_samples,), dtype=intp
+    """
+    index = np.searchsorted(classes, y)
+    unknown = classes[np.minimum(index, classes.shape[0] - 1)] != y
+    if np.any(unknown):
+        raise ValueError(
+            f"Expected labels in `y` among `classes` {classes.tolist()!r}, got "
+            f"{np.unique(y[unknown]).tolist()!r}."
+        )
+    return index
+
+
+def check_n_features(estimator, n_features, reset):
+    """Set `n_features_in_` on reset, else check `n_features` against it."""
+    if reset:
+        estimator.n_features_in_ = n_features
+        if hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+    elif n_features != estimator.n_features_in_:
+        raise ValueError(
+            f"X has {n_features} features, but {type(estimator).__name__} is "
+            f"expecting {estimator.n_features_in_} features as input."
+        )
+
+
+def merge_summaries(a, b):
+    """Return the summaries of two disjoint sets of rows taken together.
+
+    Sums and weights add up; scatters add up plus, for each class present in
+    both, the weighted squared gap between the two means (the pairwise update
+    of Chan, Golub and LeVeque).
+
+    Parameters
+    ----------
+    a, b : tuple of (sums, weights, scatter)
+        Arrays of shapes (n_classes, n_features), (n_classes,), (n_classes,).
+
+    Returns
+    -------
+    tuple of (sums, weights, scatter)
+    """
+    sums_a, weights_a, scatter_a = a
+    sums_b, weights_b, scatter_b = b
+    total = weights_a + weights_b
+    both = (weights_a > 0) & (weights_b > 0)
+    scatter = scatter_a + scatter_b
+    if both.any():
+        gap = (
+            sums_a[both] / weights_a[both, None] - sums_b[both] / weights_b[both, None]
+        )
+        scatter[both] += (
+            np.einsum("ij,ij->i", gap, gap)
+            * weights_a[both]
+            * weights_b[both]
+            / total[both]
+        )
+    return sums_a + sums_b, total, scatter
+
+
+def store(estimator, classes, summaries, dtype, first_call=True, medians=None):
+    """Store the summaries in `estimator` and derive its fitted attributes.
+
+    Parameters
+    ----------
+    estimator : NearestMeanImageClassifier
+        The estimator being fitted or updated.
+    classes : ndarray of shape (n_classes,)
+        Sorted classes.
+    summaries : tuple of (sums, weights, scatter)
+        NumPy float64 summaries of the new rows.
+    dtype : dtype
+        Working dtype of the rows (float32 or float64).
+    first_call : bool, default=True
+        Replace the state (`fit`, first `partial_fit`) or merge into it.
+    medians : ndarray of shape (n_classes, n_features), default=None
+        Class medians, for ``centroid="median"``.
+    """
+    if first_call:
+        estimator.classes_ = classes
+        estimator._sums, estimator._weights, estimator._scatter = summaries
+        estimator._dtype = np.dtype(dtype)
+    else:
+        estimator._merge(*summaries)
+    estimator._finalize(medians)
