@@ -17,9 +17,10 @@ EXAMPLES = REPO / "examples"
 pytestmark = pytest.mark.slow
 
 
-def _run_example(name, fastai_home, cwd):
+def _run_example(name, fastai_home, cwd, **env_extra):
     """Run one example script as a user would and return what it printed."""
     env = dict(os.environ, MPLBACKEND="Agg", FASTAI_HOME=str(fastai_home))
+    env.update(env_extra)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO), *filter(None, [env.get("PYTHONPATH")])]
     )
@@ -181,11 +182,48 @@ def test_ten_digits(mnist_png_home, tmp_path):
             assert printed == f"{np.mean(predicted == y_test):.4f}"
 
 
+def test_dask_cluster(fastai_home, mnist_sample_arrays, tmp_path):
+    """Check that the dask example counts its drawn labels and scores the book means."""
+    pytest.importorskip("distributed")
+    n_rows = 60_000
+    lines = _run_example(
+        "plot_dask_cluster.py",
+        fastai_home,
+        tmp_path,
+        SK_MEANCLF_EXAMPLE_ROWS=str(n_rows),
+    )
+    assert "X: 60,000 x 784 float32, 0.2 GB lazily" in lines
+    assert any(line.startswith("fit on 60,000 images in ") for line in lines)
+    assert "predict: (60000,), 2 blocks, lazy" in lines
+
+    # Each block of 50,000 rows (then the rest) draws its training images with a
+    # generator seeded by (0, block number); count the labels drawn that way.
+    _, y_train, _, _ = mnist_sample_arrays
+    drawn = [
+        y_train[np.random.default_rng([0, block]).integers(0, len(y_train), size)]
+        for block, size in enumerate([50_000, n_rows - 50_000])
+    ]
+    drawn = np.concatenate(drawn)
+    for label in (3, 7):
+        assert f"images of {label}: {np.sum(drawn == label):,}" in lines
+    first = _value(lines, "first labels:")
+    assert first == str(drawn[:10])
+
+    assert "book means: accuracy on the valid 3s = 0.9168" in lines
+    assert "book means: accuracy on the valid 7s = 0.9854" in lines
+    for label in (3, 7):
+        accuracy = float(
+            _value(lines, f"shifted means: accuracy on the valid {label}s =")
+        )
+        assert 0.5 < accuracy <= 1.0
+
+
 def test_every_example_is_tested():
     """Check that each example script has a test in this module."""
     names = sorted(path.name for path in EXAMPLES.glob("plot_*.py"))
     assert names == [
         "plot_book_walkthrough.py",
+        "plot_dask_cluster.py",
         "plot_grid_search.py",
         "plot_ten_digits.py",
     ]
