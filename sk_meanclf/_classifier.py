@@ -1,11 +1,718 @@
-"""Nearest class-mean classifier on flattened images."""
+"""Nearest class-mean classifier on flattened images, with l1 or l2 distances."""
 
-from sklearn.base import BaseEstimator, ClassifierMixin
+import numbers
+
+import numpy as np
+from sklearn import get_config
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+)
+from sklearn.utils.multiclass import check_classification_targets, unique_labels
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from sk_meanclf import _kernels
+
+# Upper bound, in MiB, on the temporaries of one row chunk, whatever
+# ``sklearn.get_config()["working_memory"]`` says (it defaults to 1 GiB).
+_MAX_WORKING_MEMORY_MIB = 32
+
+_NORMS = ("l1", "l2")
+_CENTROIDS = ("mean", "median")
+_PRIORS = ("uniform", "empirical")
 
 
-class NearestMeanImageClassifier(ClassifierMixin, BaseEstimator):
-    """Work in progress: parameters only; fitting lands with issue 2."""
+def _work_dtype(dtype):
+    """Return the floating dtype in which distances to centroids are computed."""
+    if dtype in (np.float16, np.float32):
+        # float16 would overflow on squared differences above 256.
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
 
-    def __init__(self, norm="l1", centroid="mean"):
+
+def _chunk_n_rows(n_samples, n_features, n_classes, dtype):
+    """Return how many rows one chunk of prediction or fitting may hold.
+
+    A row is budgeted as a full ``(n_classes + 1, n_features)`` block of `dtype`
+    plus a few ``(n_classes,)`` float64 rows, so even a kernel that broadcasts
+    all class differences at once stays within the memory bound.
+
+    Parameters
+    ----------
+    n_samples : int
+        Number of rows to process; no chunk is larger.
+    n_features : int
+        Number of features of a row.
+    n_classes : int
+        Number of class centroids.
+    dtype : dtype
+        Floating dtype of the computation.
+
+    Returns
+    -------
+    n_rows : int
+        Rows per chunk, at least 1.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    row_bytes = itemsize * n_features * (n_classes + 1) + 8 * 4 * n_classes
+    # The same arithmetic as scikit-learn's private ``get_chunk_n_rows``.
+    working_memory = min(get_config()["working_memory"], _MAX_WORKING_MEMORY_MIB)
+    n_rows = int(working_memory * 2**20 // row_bytes)
+    return max(1, min(n_rows, n_samples))
+
+
+def _distances(X, centroids, norm):
+    """Return the l1 (mean absolute) or l2 (root mean squared) distances.
+
+    `X` is one chunk of rows in any numeric dtype; it is cast to the working
+    dtype (float32 for float16 and float32 input, float64 otherwise) before any
+    subtraction, so unsigned integers cannot wrap around. Rows whose float32
+    distances overflow are computed again in float64.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        One chunk of rows.
+    centroids : ndarray of shape (n_classes, n_features)
+        Class centroids, all finite.
+    norm : {"l1", "l2"}
+        Distance to compute.
+
+    Returns
+    -------
+    D : ndarray of shape (n_samples, n_classes)
+        Distances in the working dtype of `X`, or in float64 when some float32
+        rows overflowed.
+    """
+    dtype = _work_dtype(X.dtype)
+    Xw = X.astype(dtype, copy=False)
+    D = _kernels.distances(Xw, centroids.astype(dtype, copy=False), norm)
+    if dtype == np.float32:
+        overflow = ~np.isfinite(D).all(axis=1)
+        if overflow.any():
+            D64 = _kernels.distances(
+                Xw[overflow].astype(np.float64), centroids.astype(np.float64), norm
+            )
+            D = D.astype(np.float64)
+            D[overflow] = D64
+    return D
+
+
+class NearestMeanImageClassifier(
+    ClassNamePrefixFeaturesOutMixin, ClassifierMixin, TransformerMixin, BaseEstimator
+):
+    """Nearest class-mean classifier with per-pixel l1 or l2 distances.
+
+    Each class is summarised by one centroid image, the mean of its training
+    images, and a new image gets the label of the nearest centroid, as the
+    mean 3 and the mean 7 of the fastai book classify handwritten digits.
+
+    Parameters
+    ----------
+    norm : {"l1", "l2"}, default="l1"
+        Distance between an image and a centroid: ``"l1"`` is the mean absolute
+        difference over features, ``"l2"`` the root mean squared difference.
+    centroid : {"mean", "median"}, default="mean"
+        Centroid of each class: the weighted mean of its rows, or the weighted
+        per-feature median (the point minimising the l1 distance).
+    priors : {"uniform", "empirical"} or array-like of shape (n_classes,), \
+            default="uniform"
+        Class prior probabilities. ``"uniform"`` makes `predict` exactly the
+        nearest centroid; ``"empirical"`` uses the class proportions of the
+        training data (weighted); an array gives them in the order of
+        `classes_` and must sum to 1.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted.
+    centroids_ : ndarray of shape (n_classes, n_features)
+        Centroid of each class, in float32 when fitted on float32 or float16
+        data and in float64 otherwise. The row of a class whose sample weights
+        sum to zero is NaN.
+    class_count_ : ndarray of shape (n_classes,)
+        Summed sample weight of each class (its number of rows when unweighted).
+    class_prior_ : ndarray of shape (n_classes,)
+        Prior probability of each class.
+    scale_ : float
+        Scale of the probability model: the standard deviation of the isotropic
+        Gaussian for ``norm="l2"``, the Laplace scale for ``norm="l1"``.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, defined only when `X` has feature
+        names that are all strings.
+
+    See Also
+    --------
+    sklearn.neighbors.NearestCentroid : Nearest centroid with Euclidean or
+        Manhattan distances, without probabilities or streaming.
+
+    Notes
+    -----
+    Distances are averaged over features, as in the book: the l1 distance of
+    ``x`` to ``c`` is ``mean(abs(x - c))`` and the l2 distance is
+    ``sqrt(mean((x - c) ** 2))``. They rank classes exactly as the sums of
+    absolute or squared differences do. With ``norm="l1"`` the centroid stays
+    the class mean and only the distance changes, whereas
+    ``NearestCentroid(metric="manhattan")`` switches to the class median; set
+    ``centroid="median"`` for that behaviour.
+
+    Probabilities come from a model that matches the norm: an isotropic
+    Gaussian around each centroid for l2 and a Laplace model for l1, both with
+    one scale pooled over classes and features. The pooled within-class
+    variance ``v`` around the class means gives ``scale_ = sqrt(v)`` for l2 and
+    ``scale_ = sqrt(v / 2)`` for l1 (the Laplace scale with that variance), so
+    the log-likelihood of a class is ``-n_features * d ** 2 / (2 * v)`` or
+    ``-n_features * d / scale_``. The classes are compared through these values
+    plus the log prior, which makes `predict`, `decision_function` and
+    `predict_proba` agree: the predicted class is always the arg-max of
+    `predict_proba`, and ties go to the class that comes first in `classes_`.
+    When two probabilities round to the same float, the predicted one is raised
+    by one unit in the last place. The variance is floored at ``1e-9`` times
+    the total variance of the training data, so classes whose rows are all
+    identical still get a positive scale. Far from every centroid the Gaussian
+    model gives all the probability to the nearest class, whereas the Laplace
+    log-odds tend to a finite limit.
+
+    `partial_fit` keeps per-class weighted sums, weights and scatter, so
+    batches give the same centroids and scale as one call to `fit`. A median
+    cannot be updated from such summaries, so ``centroid="median"`` works only
+    with `fit`.
+
+    Computation dtypes: float16 and float32 input is compared with centroids in
+    float32, any other numeric input (unsigned integers included) in float64;
+    integers are converted before subtracting, so they never wrap around, and
+    float32 distances that overflow are recomputed in float64. Class sums are
+    always accumulated in float64. `predict`, `transform`, `decision_function`
+    and `predict_proba` process rows in chunks sized from scikit-learn's
+    ``working_memory`` setting, capped at 32 MiB, so their temporaries stay
+    bounded however many rows are passed.
+
+    References
+    ----------
+    J. Howard and S. Gugger, "Deep Learning for Coders with fastai and PyTorch",
+    O'Reilly, 2020, chapter 4, "Under the Hood: Training a Digit Classifier".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sk_meanclf import NearestMeanImageClassifier
+    >>> X = np.array([[0.0, 0.1], [0.2, 0.1], [0.9, 1.0], [1.0, 0.8]])
+    >>> y = np.array([3, 3, 7, 7])
+    >>> clf = NearestMeanImageClassifier().fit(X, y)
+    >>> clf.centroids_
+    array([[0.1 , 0.1 ],
+           [0.95, 0.9 ]])
+    >>> clf.predict([[0.1, 0.0], [0.8, 0.9]])
+    array([3, 7])
+    >>> clf.transform([[0.1, 0.0]]).round(3)
+    array([[0.05 , 0.875]])
+    >>> clf.predict_proba([[0.5, 0.5]]).round(3)
+    array([[0.72, 0.28]])
+    """
+
+    def __init__(self, norm="l1", centroid="mean", priors="uniform"):
         self.norm = norm
         self.centroid = centroid
+        self.priors = priors
+
+    def fit(self, X, y, sample_weight=None):
+        """Compute the class centroids and the scale of the probability model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training images, one flattened image per row.
+        y : array-like of shape (n_samples,)
+            Class labels; at least two distinct values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row, not all zero; every row weighs 1
+            when None.
+
+        Returns
+        -------
+        self : NearestMeanImageClassifier
+            The fitted estimator.
+        """
+        return self._unchanged_on_error(self._fit, X, y, sample_weight)
+
+    def _unchanged_on_error(self, method, *args):
+        """Call `method`, restoring every attribute if it raises."""
+        state = self.__dict__.copy()
+        try:
+            return method(*args)
+        except Exception:
+            self.__dict__.clear()
+            self.__dict__.update(state)
+            raise
+
+    def _fit(self, X, y, sample_weight):
+        self._check_params()
+
+        X, y = validate_data(self, X, y, dtype="numeric")
+        check_classification_targets(y)
+        classes, y_index = np.unique(y, return_inverse=True)
+        if classes.shape[0] < 2:
+            raise ValueError(
+                "Expected at least two classes in `y`, got 1 class: "
+                f"{classes.tolist()[0]!r}."
+            )
+        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+
+        sums, weights, scatter = _class_summaries(
+            X, y_index, classes.shape[0], sample_weight
+        )
+        medians = None
+        if self.centroid == "median":
+            medians = _class_medians(X, y_index, weights, sample_weight)
+
+        self.classes_ = classes
+        self._sums, self._weights, self._scatter = sums, weights, scatter
+        self._dtype = _work_dtype(X.dtype)
+        self._finalize(medians)
+        return self
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """Update the class centroids with one batch of training rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            One batch of training images.
+        y : array-like of shape (n_samples,)
+            Class labels of the batch, all in `classes`.
+        classes : array-like of shape (n_classes,), default=None
+            Every class that any batch will contain. Required on the first call
+            unless the estimator is fitted; later it must equal `classes_`.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row, not all zero; every row weighs 1
+            when None.
+
+        Returns
+        -------
+        self : NearestMeanImageClassifier
+            The updated estimator.
+        """
+        return self._unchanged_on_error(self._partial_fit, X, y, classes, sample_weight)
+
+    def _partial_fit(self, X, y, classes, sample_weight):
+        self._check_params()
+        if self.centroid != "mean":
+            raise ValueError(
+                "Expected `centroid` to be 'mean' for partial_fit, got "
+                f"{self.centroid!r}: a median cannot be updated from per-batch "
+                "summaries, so centroid='median' needs all rows in one call to fit."
+            )
+        first_call = not hasattr(self, "_sums")
+        if first_call and classes is None:
+            raise ValueError(
+                "Expected `classes` on the first call to partial_fit, got None."
+            )
+        if classes is not None:
+            classes = unique_labels(classes)
+            if classes.shape[0] < 2:
+                raise ValueError(
+                    "Expected at least two classes in `classes`, got "
+                    f"{classes.tolist()!r}."
+                )
+            if not first_call and not np.array_equal(classes, self.classes_):
+                raise ValueError(
+                    f"Expected `classes` to be {self.classes_.tolist()!r} as on "
+                    f"the first call to partial_fit, got {classes.tolist()!r}."
+                )
+        else:
+            classes = self.classes_
+
+        X, y = validate_data(self, X, y, dtype="numeric", reset=first_call)
+        check_classification_targets(y)
+        unknown = np.setdiff1d(y, classes)
+        if unknown.size:
+            raise ValueError(
+                f"Expected labels in `y` among `classes` {classes.tolist()!r}, "
+                f"got {unknown.tolist()!r}."
+            )
+        y_index = np.searchsorted(classes, y)
+        sample_weight = _check_sample_weight(sample_weight, X.shape[0])
+
+        sums, weights, scatter = _class_summaries(
+            X, y_index, classes.shape[0], sample_weight
+        )
+        if first_call:
+            self.classes_ = classes
+            self._sums, self._weights, self._scatter = sums, weights, scatter
+            self._dtype = _work_dtype(X.dtype)
+        else:
+            self._merge(sums, weights, scatter)
+        self._finalize(None)
+        return self
+
+    def predict(self, X):
+        """Return the class of the nearest centroid (the most probable class).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Images to classify.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Predicted labels, taken from `classes_`.
+        """
+        X = self._validate_for_prediction(X)
+        out = np.empty(X.shape[0], dtype=np.intp)
+        for rows, _, jll in self._iter_chunks(X):
+            out[rows] = np.argmax(jll, axis=1)
+        return self.classes_[out]
+
+    def predict_proba(self, X):
+        """Return the posterior probability of each class.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Images to classify.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probabilities in the order of `classes_`; each row sums to 1.
+        """
+        X = self._validate_for_prediction(X)
+        out = np.empty((X.shape[0], self.classes_.shape[0]), dtype=np.float64)
+        for rows, _, jll in self._iter_chunks(X):
+            out[rows] = _softmax(jll)
+        return out
+
+    def predict_log_proba(self, X):
+        """Return the logarithm of the posterior probability of each class.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Images to classify.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Log-probabilities in the order of `classes_`; finite where the
+            probability underflows to zero, except for classes with zero prior
+            or zero training weight (``-inf``).
+        """
+        X = self._validate_for_prediction(X)
+        out = np.empty((X.shape[0], self.classes_.shape[0]), dtype=np.float64)
+        for rows, _, jll in self._iter_chunks(X):
+            shifted = jll - jll.max(axis=1, keepdims=True)
+            out[rows] = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return out
+
+    def decision_function(self, X):
+        """Return the confidence scores of the classes.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Images to classify.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            With two classes, the log-odds of ``classes_[1]`` against
+            ``classes_[0]``: positive means ``classes_[1]`` is predicted. With
+            more classes, the joint log-likelihood of each class shifted so
+            that the largest score of each row is 0.
+        """
+        X = self._validate_for_prediction(X)
+        n_classes = self.classes_.shape[0]
+        out = np.empty((X.shape[0], n_classes), dtype=np.float64)
+        for rows, _, jll in self._iter_chunks(X):
+            out[rows] = jll - jll.max(axis=1, keepdims=True)
+        if n_classes == 2:
+            # One of the two shifted scores is 0, so the difference is never NaN.
+            return out[:, 1] - out[:, 0]
+        return out
+
+    def transform(self, X):
+        """Return the distance of each row to each class centroid.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Images to compare with the centroids.
+
+        Returns
+        -------
+        D : ndarray of shape (n_samples, n_classes)
+            l1 or l2 distances (see `norm`), in float32 for float16 and float32
+            input and in float64 otherwise; ``inf`` for a class whose sample
+            weights sum to zero.
+        """
+        X = self._validate_for_prediction(X)
+        out = None
+        for rows, D, _ in self._iter_chunks(X, likelihood=False):
+            if out is None:
+                out = np.empty((X.shape[0], D.shape[1]), dtype=_work_dtype(X.dtype))
+            out[rows] = D
+        if out is None:
+            out = np.empty((0, self.classes_.shape[0]), dtype=_work_dtype(X.dtype))
+        return out
+
+    @property
+    def _n_features_out(self):
+        return self.classes_.shape[0]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    def _check_params(self):
+        """Raise a ValueError for an unknown `norm`, `centroid` or `priors`."""
+        if not isinstance(self.norm, str) or self.norm not in _NORMS:
+            raise ValueError(f"Expected `norm` to be 'l1' or 'l2', got {self.norm!r}.")
+        if not isinstance(self.centroid, str) or self.centroid not in _CENTROIDS:
+            raise ValueError(
+                f"Expected `centroid` to be 'mean' or 'median', got {self.centroid!r}."
+            )
+        if isinstance(self.priors, str) and self.priors not in _PRIORS:
+            raise ValueError(
+                "Expected `priors` to be 'uniform', 'empirical' or an array of "
+                f"class probabilities, got {self.priors!r}."
+            )
+
+    def _class_prior(self):
+        """Return the prior of each class from `priors` and the class weights."""
+        n_classes = self.classes_.shape[0]
+        if isinstance(self.priors, str):
+            if self.priors == "uniform":
+                return np.full(n_classes, 1.0 / n_classes)
+            return self._weights / self._weights.sum()
+        priors = np.asarray(self.priors, dtype=np.float64)
+        if priors.shape != (n_classes,):
+            raise ValueError(
+                f"Expected `priors` of shape ({n_classes},), one per class, got "
+                f"shape {priors.shape}."
+            )
+        if not np.isfinite(priors).all() or (priors < 0).any():
+            raise ValueError(
+                f"Expected non-negative finite `priors`, got {priors.tolist()!r}."
+            )
+        if not np.isclose(priors.sum(), 1.0):
+            raise ValueError(
+                f"Expected `priors` to sum to 1, got a sum of {priors.sum().item()!r}."
+            )
+        return priors / priors.sum()
+
+    def _merge(self, sums, weights, scatter):
+        """Add the summaries of one more batch to the streaming state."""
+        total = self._weights + weights
+        both = (self._weights > 0) & (weights > 0)
+        delta = np.zeros_like(self._scatter)
+        if both.any():
+            gap = (
+                self._sums[both] / self._weights[both, None]
+                - sums[both] / weights[both, None]
+            )
+            delta[both] = (
+                np.einsum("ij,ij->i", gap, gap)
+                * self._weights[both]
+                * weights[both]
+                / total[both]
+            )
+        self._scatter = self._scatter + scatter + delta
+        self._sums = self._sums + sums
+        self._weights = total
+
+    def _finalize(self, medians):
+        """Derive the centroids, priors and scale from the streaming state.
+
+        Parameters
+        ----------
+        medians : ndarray of shape (n_classes, n_features) or None
+            Class medians to use as centroids; the class means when None.
+        """
+        seen = self._weights > 0
+        n_features = self._sums.shape[1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = self._sums / self._weights[:, None]
+        centroids = means if medians is None else medians
+        centroids = np.where(seen[:, None], centroids, np.nan)
+
+        # Pooled within-class variance per feature, floored relative to the
+        # total variance so that identical rows do not give a zero scale.
+        total_weight = self._weights.sum()
+        variance = self._scatter.sum() / (total_weight * n_features)
+        grand_mean = self._sums.sum(axis=0) / total_weight
+        spread = means[seen] - grand_mean
+        between = np.einsum("ij,ij,i->", spread, spread, self._weights[seen])
+        total_variance = variance + between / (total_weight * n_features)
+        floor = 1e-9 * total_variance if total_variance > 0 else 1.0
+        variance = max(variance, floor)
+
+        class_prior = self._class_prior()
+        with np.errstate(divide="ignore"):
+            log_prior = np.where(seen, np.log(class_prior), -np.inf)
+        if not np.isfinite(log_prior).any():
+            raise ValueError(
+                "Expected `priors` to give a positive probability to a class with "
+                f"positive sample weight, got {class_prior.tolist()!r}."
+            )
+
+        self.centroids_ = centroids.astype(self._dtype)
+        self.class_count_ = self._weights.copy()
+        self.class_prior_ = class_prior
+        self.scale_ = float(
+            np.sqrt(variance) if self.norm == "l2" else np.sqrt(variance / 2.0)
+        )
+        self._variance = variance
+        self._log_prior = log_prior
+        self._seen = seen
+
+    def _validate_for_prediction(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, dtype="numeric", reset=False)
+
+    def _iter_chunks(self, X, likelihood=True):
+        """Yield ``(rows, distances, joint log-likelihood)`` over row chunks.
+
+        The joint log-likelihood is float64, finite for every class with
+        positive weight and prior, ``-inf`` for the others.
+        """
+        n_samples, n_features = X.shape
+        dtype = _work_dtype(X.dtype)
+        centroids = np.where(self._seen[:, None], self.centroids_, 0)
+        chunk = _chunk_n_rows(n_samples, n_features, centroids.shape[0], dtype)
+        for start in range(0, n_samples, chunk):
+            rows = slice(start, min(start + chunk, n_samples))
+            D = _distances(X[rows], centroids, self.norm)
+            D[:, ~self._seen] = np.inf
+            if not likelihood:
+                yield rows, D, None
+                continue
+            yield rows, D, self._joint_log_likelihood(D)
+
+    def _joint_log_likelihood(self, D):
+        """Return the joint log-likelihood of each class up to a row constant.
+
+        The distances enter through their excess over the smallest distance of
+        the row, ``D - D_min`` for l1 and ``(D - D_min) * (D + D_min)`` for l2.
+        That excess is zero for the nearest class and positive for any farther
+        one, so with uniform priors the arg-max is exactly the nearest centroid,
+        and it stays finite far from every centroid.
+        """
+        n_features = self.n_features_in_
+        D = D.astype(np.float64)
+        eligible = np.isfinite(self._log_prior)
+        D_min = D[:, eligible].min(axis=1, keepdims=True)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.norm == "l2":
+                excess = (D - D_min) * (D + D_min)
+                jll = -(n_features / (2.0 * self._variance)) * excess
+            else:
+                scale = np.sqrt(self._variance / 2.0)
+                jll = -(n_features / scale) * (D - D_min)
+        jll[:, ~eligible] = -np.inf
+        if isinstance(self.priors, str) and self.priors == "uniform":
+            # A constant log prior would only add rounding.
+            return jll
+        return jll + self._log_prior
+
+
+def _softmax(jll):
+    """Return row-normalised ``exp(jll)`` whose arg-max is that of `jll`."""
+    shifted = jll - jll.max(axis=1, keepdims=True)
+    proba = np.exp(shifted)
+    proba /= proba.sum(axis=1, keepdims=True)
+    best = np.argmax(jll, axis=1)
+    # exp and the division can round a slightly smaller class to the same value
+    # as the best one; lift the best by one unit in the last place so that the
+    # arg-max of the probabilities is still the predicted class.
+    rows = np.flatnonzero(np.argmax(proba, axis=1) != best)
+    if rows.size:
+        proba[rows, best[rows]] = np.nextafter(proba[rows, best[rows]], 2.0)
+    return proba
+
+
+def _check_sample_weight(sample_weight, n_samples):
+    """Return `sample_weight` as a float64 array, or None for unit weights."""
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, numbers.Number):
+        sample_weight = np.full(n_samples, sample_weight, dtype=np.float64)
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n_samples,):
+        raise ValueError(
+            f"Expected `sample_weight` of shape ({n_samples},), got shape "
+            f"{weights.shape}."
+        )
+    if not np.isfinite(weights).all():
+        raise ValueError("Expected finite `sample_weight`, got NaN or inf.")
+    if (weights < 0).any():
+        raise ValueError(
+            "Expected non-negative `sample_weight`, got "
+            f"{weights[weights < 0][0].item()!r} at index "
+            f"{np.flatnonzero(weights < 0)[0]}."
+        )
+    if not weights.any():
+        raise ValueError("Expected `sample_weight` with a positive sum, got all zeros.")
+    return weights
+
+
+def _class_summaries(X, y_index, n_classes, sample_weight):
+    """Return per-class weighted sums, weights and scatter of the rows of `X`.
+
+    The scatter of a class is the weighted sum of squared differences between
+    its rows and its mean, summed over features.
+    """
+    n_samples, n_features = X.shape
+    dtype = _work_dtype(X.dtype)
+    chunk = _chunk_n_rows(n_samples, n_features, 1, dtype)
+    sums = np.zeros((n_classes, n_features), dtype=np.float64)
+    weights = np.zeros(n_classes, dtype=np.float64)
+    for start in range(0, n_samples, chunk):
+        rows = slice(start, start + chunk)
+        w = None if sample_weight is None else sample_weight[rows]
+        chunk_sums, chunk_weights = _kernels.class_sums(
+            X[rows].astype(dtype, copy=False), y_index[rows], n_classes, w
+        )
+        sums += chunk_sums
+        weights += chunk_weights
+
+    seen = weights > 0
+    means = np.zeros_like(sums)
+    means[seen] = sums[seen] / weights[seen, None]
+    means = means.astype(dtype)
+    scatter = np.zeros(n_classes, dtype=np.float64)
+    for start in range(0, n_samples, chunk):
+        rows = slice(start, start + chunk)
+        Xc = X[rows].astype(dtype, copy=False)
+        yc = y_index[rows]
+        for k in np.flatnonzero(seen):
+            mask = yc == k
+            if not mask.any():
+                continue
+            rmse = _kernels.distances(Xc[mask], means[k : k + 1], "l2")[:, 0]
+            squares = n_features * rmse.astype(np.float64) ** 2
+            if sample_weight is not None:
+                squares *= sample_weight[rows][mask]
+            scatter[k] += squares.sum()
+    return sums, weights, scatter
+
+
+def _class_medians(X, y_index, weights, sample_weight):
+    """Return the weighted per-feature median of each class with positive weight."""
+    dtype = _work_dtype(X.dtype)
+    medians = np.full((weights.shape[0], X.shape[1]), np.nan)
+    for k in np.flatnonzero(weights > 0):
+        mask = y_index == k
+        Xk = X[mask].astype(dtype, copy=False)
+        if sample_weight is None:
+            medians[k] = _kernels.weighted_median(Xk)
+        else:
+            w = sample_weight[mask]
+            keep = w > 0
+            medians[k] = _kernels.weighted_median(Xk[keep], w[keep])
+    return medians
