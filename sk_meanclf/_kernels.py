@@ -109,6 +109,57 @@ def class_sums(X, y_index, n_classes, sample_weight=None):
     return sums, weights
 
 
+def class_scatter(X, y_index, means, sample_weight=None):
+    """Return the weighted sum of squared differences of each class to its mean.
+
+    One pass over the rows, in blocks of bounded size: each row is compared with
+    the mean of its own class only. Squares are summed over features in the dtype
+    of `X` and over rows in float64.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features), dtype float32 or float64
+        Rows of all classes.
+    y_index : ndarray of shape (n_samples,), dtype=intp
+        Class index of each row, in ``range(n_classes)``.
+    means : ndarray of shape (n_classes, n_features)
+        Mean of each class (any finite values for classes without rows).
+    sample_weight : ndarray of shape (n_samples,), default=None
+        Weight of each row; every row weighs 1 when None.
+
+    Returns
+    -------
+    scatter : ndarray of shape (n_classes,), dtype=float64
+        ``sum(w_i * ||x_i - means[y_i]||^2)`` over the rows ``i`` of each class.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sk_meanclf._kernels import class_scatter
+    >>> X = np.array([[0.0, 0.0], [2.0, 2.0], [5.0, 5.0]])
+    >>> class_scatter(X, np.array([0, 0, 1]), np.array([[1.0, 1.0], [5.0, 5.0]]))
+    array([4., 0.])
+    """
+    n_samples, n_features = X.shape
+    n_classes = means.shape[0]
+    y_index = np.asarray(y_index, dtype=np.intp)
+    means = np.asarray(means, dtype=X.dtype)
+    scatter = np.zeros(n_classes, dtype=np.float64)
+    step = _rows_per_block(n_features, X.itemsize, 1 << 20)
+    buffer = np.empty((min(step, n_samples), n_features), dtype=X.dtype)
+    for start in range(0, n_samples, step):
+        block = X[start : start + step]
+        labels = y_index[start : start + step]
+        diff = buffer[: block.shape[0]]
+        np.take(means, labels, axis=0, out=diff)
+        np.subtract(block, diff, out=diff)
+        squares = np.einsum("ij,ij->i", diff, diff).astype(np.float64)
+        if sample_weight is not None:
+            squares *= sample_weight[start : start + step]
+        scatter += np.bincount(labels, weights=squares, minlength=n_classes)
+    return scatter
+
+
 def _transposed(X, rows=None):
     """Return ``X[rows].T`` as a C-contiguous array, copied in cache-sized blocks."""
     n_rows = X.shape[0] if rows is None else rows.shape[0]
@@ -264,7 +315,7 @@ def _compile_numba_kernels():
                             total += abs(X[row, j] - C[k, j])
                         out[row, k] = total
 
-    return {"l1_sums": l1_sums}
+    return {"l1_sums": l1_sums, "parallel_chunksize": numba.parallel_chunksize}
 
 
 def _numba_kernels():
@@ -289,7 +340,9 @@ def _l1_sums(X, C):
     kernels = _numba_kernels()
     if kernels is not None:
         # One launch at a time: numba's workqueue layer is not thread-safe.
-        with _NUMBA_LOCK:
+        # Small dynamic chunks of rows keep both cores busy when another process
+        # takes one of them for a while.
+        with _NUMBA_LOCK, kernels["parallel_chunksize"](16):
             kernels["l1_sums"](X, C, out, X.dtype.type(0))
         return out
     step = _rows_per_block(n_features, X.itemsize, 1 << 20)

@@ -11,6 +11,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sk_meanclf import _kernels
 from sk_meanclf._kernels import (
     class_medians,
+    class_scatter,
     class_sums,
     distances,
     weighted_median,
@@ -332,3 +333,22 @@ def test_class_medians_equal_weighted_median_per_class(t10k):
     for k in range(10):
         mask = y == k
         assert_array_equal(medians[k], weighted_median(X[mask], counts[mask]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_class_scatter_matches_float64_scatter(t10k, dtype):
+    """Check per-class weighted squared deviations from the class means."""
+    X, y = t10k
+    X = X[:5000].astype(dtype)
+    y = y[:5000]
+    X64 = X.astype(np.float64)
+    means = np.array([X64[y == k].mean(axis=0) for k in range(10)])
+    sample_weight = np.random.default_rng(5).uniform(0.0, 2.0, size=len(y))
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    for w in [None, sample_weight]:
+        unit = np.ones(len(y)) if w is None else w
+        expected = [
+            unit[y == k] @ ((X64[y == k] - means[k]) ** 2).sum(axis=1)
+            for k in range(10)
+        ]
+        assert_allclose(class_scatter(X, y, means, w), expected, rtol=rtol)
