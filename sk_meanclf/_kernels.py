@@ -10,7 +10,9 @@ path ran. numba is imported only when the first ``l1`` distance is computed, and
 compiled kernel is kept for the rest of the process (and cached on disk by numba).
 """
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -21,10 +23,17 @@ _USE_NUMBA = True
 # not importable, else a dict of compiled functions.
 _NUMBA_KERNELS = None
 _NUMBA_LOCK = threading.Lock()
+# Threads that share large compiled-kernel calls, started on first use, as
+# (process id, number of threads, executor).
+_THREAD_POOL = None
+_POOL_LOCK = threading.Lock()
 
 # Bytes of scratch memory that one block of rows may take inside a kernel: small
 # enough to stay in cache between two passes over the block.
 _BLOCK_BYTES = 4 << 20
+# Absolute differences (rows x classes x features) below which the compiled l1
+# kernel runs on the calling thread alone.
+_PARALLEL_WORK = 1 << 26
 # Bytes of the float64 scratch array used to recompute rows near a tie.
 _REFINE_BYTES = 8 << 20
 
@@ -280,42 +289,61 @@ def class_medians(X, y_index, n_classes, sample_weight=None):
 
 
 def _compile_numba_kernels():
-    """Import numba and return the compiled kernels (cached on disk by numba)."""
+    """Import numba and return the kernels, compiled on first call per dtype.
+
+    numba caches the machine code on disk, so a later process only loads it.
+    """
     import numba
 
-    prange = numba.prange
-
-    @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "nsz"})
+    @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz"})
     def l1_sums(X, C, out, zero):  # pragma: no cover - runs compiled
-        # Four rows at a time, so that each centroid value loaded serves four.
         n_samples, n_features = X.shape
-        for block in prange((n_samples + 3) // 4):
-            i = 4 * block
-            if i + 4 <= n_samples:
-                for k in range(C.shape[0]):
-                    t0 = zero
-                    t1 = zero
-                    t2 = zero
-                    t3 = zero
-                    for j in range(n_features):
-                        c = C[k, j]
-                        t0 += abs(X[i, j] - c)
-                        t1 += abs(X[i + 1, j] - c)
-                        t2 += abs(X[i + 2, j] - c)
-                        t3 += abs(X[i + 3, j] - c)
-                    out[i, k] = t0
-                    out[i + 1, k] = t1
-                    out[i + 2, k] = t2
-                    out[i + 3, k] = t3
-            else:
-                for row in range(i, n_samples):
-                    for k in range(C.shape[0]):
-                        total = zero
-                        for j in range(n_features):
-                            total += abs(X[row, j] - C[k, j])
-                        out[row, k] = total
+        # Four rows at a time, so that each centroid value loaded serves four.
+        for i in range(0, n_samples - 3, 4):
+            for k in range(C.shape[0]):
+                t0 = zero
+                t1 = zero
+                t2 = zero
+                t3 = zero
+                for j in range(n_features):
+                    c = C[k, j]
+                    t0 += abs(X[i, j] - c)
+                    t1 += abs(X[i + 1, j] - c)
+                    t2 += abs(X[i + 2, j] - c)
+                    t3 += abs(X[i + 3, j] - c)
+                out[i, k] = t0
+                out[i + 1, k] = t1
+                out[i + 2, k] = t2
+                out[i + 3, k] = t3
+        for i in range(n_samples - n_samples % 4, n_samples):
+            for k in range(C.shape[0]):
+                total = zero
+                for j in range(n_features):
+                    total += abs(X[i, j] - C[k, j])
+                out[i, k] = total
 
-    return {"l1_sums": l1_sums, "parallel_chunksize": numba.parallel_chunksize}
+    return {"l1_sums": l1_sums}
+
+
+def _thread_pool():
+    """Return ``(n_threads, executor)`` for large kernel calls, one thread per CPU.
+
+    A process forked from this one starts its own threads.
+    """
+    global _THREAD_POOL
+    pid = os.getpid()
+    if _THREAD_POOL is None or _THREAD_POOL[0] != pid:
+        with _POOL_LOCK:
+            if _THREAD_POOL is None or _THREAD_POOL[0] != pid:
+                try:
+                    n_threads = len(os.sched_getaffinity(0))
+                except AttributeError:
+                    n_threads = os.cpu_count() or 1
+                executor = ThreadPoolExecutor(
+                    max_workers=max(1, n_threads), thread_name_prefix="sk_meanclf"
+                )
+                _THREAD_POOL = (pid, n_threads, executor)
+    return _THREAD_POOL[1:]
 
 
 def _numba_kernels():
@@ -339,11 +367,25 @@ def _l1_sums(X, C):
     out = np.empty((n_samples, C.shape[0]), dtype=X.dtype)
     kernels = _numba_kernels()
     if kernels is not None:
-        # One launch at a time: numba's workqueue layer is not thread-safe.
-        # Small dynamic chunks of rows keep both cores busy when another process
-        # takes one of them for a while.
-        with _NUMBA_LOCK, kernels["parallel_chunksize"](16):
-            kernels["l1_sums"](X, C, out, X.dtype.type(0))
+        kernel = kernels["l1_sums"]
+        zero = X.dtype.type(0)
+        n_threads, pool = _thread_pool()
+        if n_threads == 1 or n_samples * C.shape[0] * n_features < _PARALLEL_WORK:
+            # Waking threads costs more than it saves on small chunks.
+            kernel(X, C, out, zero)
+            return out
+        # The compiled kernel releases the GIL; a few pieces per thread keep
+        # every CPU busy even when another process holds one for a while.
+        n_pieces = 4 * n_threads
+        edges = 4 * np.linspace(0, n_samples / 4, n_pieces + 1).round().astype(int)
+        edges[-1] = n_samples
+        pieces = [
+            pool.submit(kernel, X[a:b], C, out[a:b], zero)
+            for a, b in zip(edges[:-1], edges[1:], strict=True)
+            if b > a
+        ]
+        for piece in pieces:
+            piece.result()
         return out
     step = _rows_per_block(n_features, X.itemsize, 1 << 20)
     buffer = np.empty((min(step, n_samples), n_features), dtype=X.dtype)
