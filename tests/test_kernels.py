@@ -224,7 +224,9 @@ def test_numba_and_numpy_paths_agree(t10k, monkeypatch):
     pytest.importorskip("numba")
     X, y = t10k
     centroids = _centroids(X, y, 10, "mean")
-    rows = X[:4003]
+    # Large enough to be shared over threads, and not a multiple of four rows.
+    rows = X[:9999]
+    assert rows.size * len(centroids) >= _kernels._PARALLEL_WORK
     monkeypatch.setattr(_kernels, "_USE_NUMBA", True)
     compiled = distances(rows, centroids, "l1")
     monkeypatch.setattr(_kernels, "_USE_NUMBA", False)
@@ -352,3 +354,43 @@ def test_class_scatter_matches_float64_scatter(t10k, dtype):
             for k in range(10)
         ]
         assert_allclose(class_scatter(X, y, means, w), expected, rtol=rtol)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+def test_predictions_of_200000_rows_run_in_bounded_chunks(use_numba, norm, monkeypatch):
+    """Check that the estimator's chunks bound the memory of scoring 200,000 rows."""
+    import tracemalloc
+
+    from sk_meanclf import NearestMeanImageClassifier, _classifier
+
+    n_rows, n_features, n_classes = 200_000, 64, 10
+    rng = np.random.default_rng(6)
+    X = rng.random((n_rows, n_features), dtype=np.float32)
+    y = np.arange(n_rows) % n_classes
+    model = NearestMeanImageClassifier(norm=norm).fit(X, y)
+
+    chunk = _classifier._chunk_n_rows(n_rows, n_features, n_classes, np.float32)
+    assert chunk < n_rows
+    # Even a broadcast (chunk, n_classes, n_features) array would fit in 32 MiB.
+    assert chunk * n_classes * n_features * 4 <= 32 * 2**20
+
+    seen = []
+    distances_of_chunk = _kernels.distances
+
+    def spy(rows, centroids, norm):
+        seen.append(rows.shape[0])
+        return distances_of_chunk(rows, centroids, norm)
+
+    monkeypatch.setattr(_kernels, "distances", spy)
+    model.predict(X[:1000])  # compiles the l1 kernel outside the measurement
+    for method in ["predict", "predict_proba", "transform"]:
+        seen.clear()
+        tracemalloc.start()
+        result = getattr(model, method)(X)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert sum(seen) == n_rows
+        assert max(seen) <= chunk
+        extra = peak - result.nbytes
+        # An (n_rows, n_classes, n_features) float32 array would take 488 MiB.
+        assert extra <= 32 * 2**20, (method, extra / 2**20)
