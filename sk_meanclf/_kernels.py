@@ -33,7 +33,7 @@ _POOL_LOCK = threading.Lock()
 _BLOCK_BYTES = 4 << 20
 # Absolute differences (rows x classes x features) below which the compiled l1
 # kernel runs on the calling thread alone.
-_PARALLEL_WORK = 1 << 26
+_PARALLEL_WORK = 1 << 24
 # Bytes of the float64 scratch array used to recompute rows near a tie.
 _REFINE_BYTES = 8 << 20
 

@@ -225,7 +225,7 @@ def test_numba_and_numpy_paths_agree(t10k, monkeypatch):
     X, y = t10k
     centroids = _centroids(X, y, 10, "mean")
     # Large enough to be shared over threads, and not a multiple of four rows.
-    rows = X[:9999]
+    rows = X[:2999]
     assert rows.size * len(centroids) >= _kernels._PARALLEL_WORK
     monkeypatch.setattr(_kernels, "_USE_NUMBA", True)
     compiled = distances(rows, centroids, "l1")
