@@ -191,23 +191,28 @@ def _median_of_rows(values, sample_weight=None):
             return lower
         return (lower + values[:, n // 2]) / 2.0
 
-    order = np.argsort(values, axis=1)
-    values = np.take_along_axis(values, order, axis=1)
-    weight = sample_weight[order]
-    cumulative = np.cumsum(weight, axis=1)
-    half = cumulative[:, -1] / 2.0
-    features = np.arange(values.shape[0])
-    lower = np.argmax(cumulative >= half[:, None], axis=1)
-    # The upper middle value is the next one that carries weight.
-    ahead = np.arange(n) > lower[:, None]
-    upper = np.argmax(ahead & (weight > 0), axis=1)
-    upper = np.where(
-        ahead[features, upper] & (weight[features, upper] > 0), upper, lower
-    )
-    at_half = np.isclose(cumulative[features, lower], half, rtol=1e-12, atol=0.0)
-    low_value = values[features, lower].astype(np.float64)
-    high_value = values[features, upper].astype(np.float64)
-    return np.where(at_half, (low_value + high_value) / 2.0, low_value)
+    medians = np.empty(values.shape[0], dtype=np.float64)
+    # A few features at a time keep the sorted copies and weights in cache.
+    step = _rows_per_block(n, 8 + 8 + 8 + values.itemsize, _BLOCK_BYTES)
+    for start in range(0, values.shape[0], step):
+        block = values[start : start + step]
+        order = np.argsort(block, axis=1)
+        block = np.take_along_axis(block, order, axis=1)
+        weight = sample_weight[order]
+        cumulative = np.cumsum(weight, axis=1)
+        half = cumulative[:, -1] / 2.0
+        features = np.arange(block.shape[0])
+        lower = np.argmax(cumulative >= half[:, None], axis=1)
+        # The upper middle value is the next one that carries weight.
+        ahead = (np.arange(n) > lower[:, None]) & (weight > 0)
+        upper = np.where(ahead.any(axis=1), np.argmax(ahead, axis=1), lower)
+        at_half = np.isclose(cumulative[features, lower], half, rtol=1e-12, atol=0)
+        low_value = block[features, lower].astype(np.float64)
+        high_value = block[features, upper].astype(np.float64)
+        medians[start : start + step] = np.where(
+            at_half, (low_value + high_value) / 2.0, low_value
+        )
+    return medians
 
 
 def weighted_median(X, sample_weight=None):
