@@ -394,3 +394,22 @@ def test_predictions_of_200000_rows_run_in_bounded_chunks(use_numba, norm, monke
         extra = peak - result.nbytes
         # An (n_rows, n_classes, n_features) float32 array would take 488 MiB.
         assert extra <= 32 * 2**20, (method, extra / 2**20)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize("centroid", ["mean", "median"])
+def test_estimator_predictions_equal_float64_brute_force(
+    t10k, mnist_sample, use_numba, norm, centroid
+):
+    """Check the estimator's predictions on real data against float64 brute force."""
+    from sk_meanclf import NearestMeanImageClassifier
+
+    (X_train, y_train), (X_valid, _) = mnist_sample
+    X_test, y_test = t10k
+    for X_fit, y_fit, X_new in [(X_train, y_train, X_valid), (X_test, y_test, X_test)]:
+        n_classes = len(np.unique(y_fit))
+        centroids = _reference_centroids(X_fit, y_fit, n_classes, centroid)
+        expected = _reference_distances(X_new, centroids, norm).argmin(axis=1)
+        model = NearestMeanImageClassifier(norm=norm, centroid=centroid)
+        predicted = model.fit(X_fit, y_fit).predict(X_new)
+        assert_array_equal(predicted, expected)
