@@ -2,7 +2,8 @@
 
 Distances are computed in the dtype of the data (float32 stays float32) by a fast
 pass: a matrix product for ``l2`` and, for ``l1``, a compiled kernel when numba is
-installed or blocked numpy otherwise. Each entry of the fast pass comes with a
+installed or blocked numpy otherwise; large chunks are shared over one thread per
+CPU. Each entry of the fast pass comes with a
 rigorous bound on its rounding error. The rows whose nearest class is not certain
 within those bounds are recomputed in float64 against float64 centroids, so the
 nearest class always equals that of a float64 brute-force computation, whichever
@@ -31,9 +32,9 @@ _POOL_LOCK = threading.Lock()
 # Bytes of scratch memory that one block of rows may take inside a kernel: small
 # enough to stay in cache between two passes over the block.
 _BLOCK_BYTES = 4 << 20
-# Absolute differences (rows x classes x features) below which the compiled l1
-# kernel runs on the calling thread alone.
-_PARALLEL_WORK = 1 << 24
+# Multiply-adds (rows x classes x features) below which a kernel runs on the
+# calling thread alone.
+_PARALLEL_WORK = 1 << 22
 # Bytes of the float64 scratch array used to recompute rows near a tie.
 _REFINE_BYTES = 8 << 20
 
@@ -366,6 +367,50 @@ def _numba_kernels():
     return _NUMBA_KERNELS or None
 
 
+def _in_pieces(work, n_samples, size):
+    """Call ``work(start, stop)`` over row ranges that cover ``range(n_samples)``.
+
+    Large calls are cut into a few pieces per CPU and shared over threads (the
+    work must release the GIL); pieces taken on demand keep every CPU busy even
+    when another process holds one for a while. Piece boundaries are multiples of
+    four rows. Small calls run on the calling thread alone: waking threads would
+    cost more than it saves.
+    """
+    n_threads, pool = _thread_pool()
+    if n_threads == 1 or size < _PARALLEL_WORK or n_samples < 8:
+        work(0, n_samples)
+        return
+    n_pieces = 4 * n_threads
+    edges = 4 * np.linspace(0, n_samples / 4, n_pieces + 1).round().astype(int)
+    edges[-1] = n_samples
+    pieces = [
+        pool.submit(work, a, b)
+        for a, b in zip(edges[:-1], edges[1:], strict=True)
+        if b > a
+    ]
+    for piece in pieces:
+        piece.result()
+
+
+def _l2_products(X, C):
+    """Return ``X @ C.T`` and the squared norms of the rows of `X`.
+
+    numpy's own loops (einsum), not BLAS, shared over the thread pool: on small
+    chunks BLAS wakes its threads at every call, which costs more than the
+    product itself when other processes keep the CPUs busy.
+    """
+    n_samples = X.shape[0]
+    products = np.empty((n_samples, C.shape[0]), dtype=X.dtype)
+    squares = np.empty(n_samples, dtype=X.dtype)
+
+    def work(a, b):
+        np.einsum("ij,kj->ik", X[a:b], C, out=products[a:b])
+        np.einsum("ij,ij->i", X[a:b], X[a:b], out=squares[a:b])
+
+    _in_pieces(work, n_samples, X.size * (C.shape[0] + 1))
+    return products, squares
+
+
 def _l1_sums(X, C):
     """Sums of absolute differences of each row of `X` to each row of `C`."""
     n_samples, n_features = X.shape
@@ -374,33 +419,25 @@ def _l1_sums(X, C):
     if kernels is not None:
         kernel = kernels["l1_sums"]
         zero = X.dtype.type(0)
-        n_threads, pool = _thread_pool()
-        if n_threads == 1 or n_samples * C.shape[0] * n_features < _PARALLEL_WORK:
-            # Waking threads costs more than it saves on small chunks.
-            kernel(X, C, out, zero)
-            return out
-        # The compiled kernel releases the GIL; a few pieces per thread keep
-        # every CPU busy even when another process holds one for a while.
-        n_pieces = 4 * n_threads
-        edges = 4 * np.linspace(0, n_samples / 4, n_pieces + 1).round().astype(int)
-        edges[-1] = n_samples
-        pieces = [
-            pool.submit(kernel, X[a:b], C, out[a:b], zero)
-            for a, b in zip(edges[:-1], edges[1:], strict=True)
-            if b > a
-        ]
-        for piece in pieces:
-            piece.result()
+        _in_pieces(
+            lambda a, b: kernel(X[a:b], C, out[a:b], zero),
+            n_samples,
+            n_samples * C.shape[0] * n_features,
+        )
         return out
     step = _rows_per_block(n_features, X.itemsize, 1 << 20)
-    buffer = np.empty((min(step, n_samples), n_features), dtype=X.dtype)
-    for start in range(0, n_samples, step):
-        block = X[start : start + step]
-        diff = buffer[: block.shape[0]]
-        for k, c in enumerate(C):
-            np.subtract(block, c, out=diff)
-            np.abs(diff, out=diff)
-            np.sum(diff, axis=1, out=out[start : start + step, k])
+
+    def work(a, b):
+        buffer = np.empty((min(step, b - a), n_features), dtype=X.dtype)
+        for start in range(a, b, step):
+            stop = min(start + step, b)
+            diff = buffer[: stop - start]
+            for k, c in enumerate(C):
+                np.subtract(X[start:stop], c, out=diff)
+                np.abs(diff, out=diff)
+                np.sum(diff, axis=1, out=out[start:stop, k])
+
+    _in_pieces(work, n_samples, n_samples * C.shape[0] * n_features)
     return out
 
 
@@ -503,8 +540,7 @@ def distances(X, centroids, norm):
         # ||x - c||^2 = ||x||^2 + (||c||^2 - 2 x.c); the first term is the same
         # for every class, so the classes are ranked by the second.
         squared_norms = np.einsum("ij,ij->i", exact_centroids, exact_centroids)
-        x_squared = np.einsum("ij,ij->i", X, X)
-        score = X @ C.T
+        score, x_squared = _l2_products(X, C)
         score *= -2
         score += squared_norms.astype(dtype)
         total = score + x_squared[:, None]
