@@ -324,7 +324,9 @@ def _verdict(value, target, higher_is_better=True):
     met = value >= target if higher_is_better else value <= target
     if met:
         return "met"
-    return f"missed by {value / target:.2f}x of the target"
+    if higher_is_better:
+        return f"missed: {value / target:.0%} of the target"
+    return f"missed: {value / target:.1f} times the limit"
 
 
 def main(argv=None):

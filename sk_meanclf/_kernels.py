@@ -35,6 +35,9 @@ _BLOCK_BYTES = 4 << 20
 # Multiply-adds (rows x classes x features) below which a kernel runs on the
 # calling thread alone.
 _PARALLEL_WORK = 1 << 22
+# Smallest product that the l2 distances hand to BLAS.
+_BLAS_MIN_CLASSES = 16
+_BLAS_MIN_ROWS = 1024
 # Bytes of the float64 scratch array used to recompute rows near a tie.
 _REFINE_BYTES = 8 << 20
 
@@ -395,11 +398,14 @@ def _in_pieces(work, n_samples, size):
 def _l2_products(X, C):
     """Return ``X @ C.T`` and the squared norms of the rows of `X`.
 
-    numpy's own loops (einsum), not BLAS, shared over the thread pool: on small
-    chunks BLAS wakes its threads at every call, which costs more than the
-    product itself when other processes keep the CPUs busy.
+    Few classes or few rows make a thin product that BLAS runs no faster than
+    numpy's own loops (einsum), while waking its threads at every call, which
+    costs more than the product itself when other processes keep the CPUs busy;
+    such products run as einsum shared over the thread pool.
     """
     n_samples = X.shape[0]
+    if C.shape[0] >= _BLAS_MIN_CLASSES and n_samples >= _BLAS_MIN_ROWS:
+        return X @ C.T, np.einsum("ij,ij->i", X, X)
     products = np.empty((n_samples, C.shape[0]), dtype=X.dtype)
     squares = np.empty(n_samples, dtype=X.dtype)
 

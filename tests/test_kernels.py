@@ -413,3 +413,18 @@ def test_estimator_predictions_equal_float64_brute_force(
         model = NearestMeanImageClassifier(norm=norm, centroid=centroid)
         predicted = model.fit(X_fit, y_fit).predict(X_new)
         assert_array_equal(predicted, expected)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+def test_distances_to_100_centroids_match_float64_reference(t10k, use_numba, norm):
+    """Check nearest centroids among 100 classes (l2 then goes through BLAS)."""
+    X, y = t10k
+    y = y * 10 + np.arange(len(y)) % 10
+    centroids = _centroids(X, y, 100, "mean")
+    assert centroids.shape[0] >= _kernels._BLAS_MIN_CLASSES
+    assert X.shape[0] >= _kernels._BLAS_MIN_ROWS
+    D = distances(X, centroids, norm)
+    reference = _reference_distances(X, centroids, norm)
+    assert D.dtype == np.float32
+    assert_array_equal(D.argmin(axis=1), reference.argmin(axis=1))
+    assert_allclose(D, reference, rtol=2e-6, atol=1e-7)
