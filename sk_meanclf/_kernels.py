@@ -3,12 +3,12 @@
 Distances are computed in the dtype of the data (float32 stays float32) by a fast
 pass: a matrix product for ``l2`` and, for ``l1``, a compiled kernel when numba is
 installed or blocked numpy otherwise; large chunks are shared over one thread per
-CPU. Each entry of the fast pass comes with a
-rigorous bound on its rounding error. The rows whose nearest class is not certain
-within those bounds are recomputed in float64 against float64 centroids, so the
-nearest class always equals that of a float64 brute-force computation, whichever
-path ran. numba is imported only when the first ``l1`` distance is computed, and the
-compiled kernel is kept for the rest of the process (and cached on disk by numba).
+CPU. Each entry of the fast pass comes with a rigorous bound on its rounding error.
+The rows whose nearest class is not certain within those bounds are recomputed in
+float64 against float64 centroids, so the nearest class always equals that of a
+float64 brute-force computation, whichever path ran. numba is imported only when
+the first ``l1`` distance is computed, and the compiled kernel is kept for the rest
+of the process (and cached on disk by numba).
 """
 
 import os
@@ -24,7 +24,7 @@ _USE_NUMBA = True
 # not importable, else a dict of compiled functions.
 _NUMBA_KERNELS = None
 _NUMBA_LOCK = threading.Lock()
-# Threads that share large compiled-kernel calls, started on first use, as
+# Threads that share large kernel calls, started on first use, as
 # (process id, number of threads, executor).
 _THREAD_POOL = None
 _POOL_LOCK = threading.Lock()
