@@ -1,0 +1,561 @@
+"""The main job: the fastai book's mean-image experiment from the command line."""
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import sk_meanclf
+
+logger = logging.getLogger("sk_meanclf.cli")
+
+NORMS = ("l1", "l2")
+NORM_NAMES = {"l1": "mean absolute error", "l2": "root mean squared error"}
+DIGITS_SPLIT_SEED = 0
+FIGURE_NAME = "sk_meanclf.png"
+
+OFFLINE_HINT = (
+    "To run offline, extract fastai's mnist_sample archive so that "
+    "$FASTAI_HOME/data/mnist_sample exists (FASTAI_HOME defaults to ~/.fastai), "
+    "or pass --data PATH (a folder holding train/ and valid/), "
+    "or run on scikit-learn's bundled digits with --dataset digits."
+)
+
+DESCRIPTION = """\
+Reproduce the fastai book's pixel-similarity baseline: average the training
+images of each class into a mean image, label each validation image with the
+class of the nearest mean, by mean absolute error (l1) and by root mean squared
+error (l2), and print the accuracy of each class and overall.
+"""
+
+EPILOG = """\
+data:
+  By default MNIST_SAMPLE (3s and 7s) is fetched with fastai's untar_data, which
+  needs the fastai extra (pip install "sk_meanclf[fastai]") and either a network
+  or the dataset already in $FASTAI_HOME/data/mnist_sample. --data PATH reads any
+  folder laid out as PATH/train/<class>/*.png and PATH/valid/<class>/*.png (or
+  PATH/training/ and PATH/testing/, as in fastai's full MNIST). --dataset digits
+  uses scikit-learn's bundled 8x8 digits, 3 versus 7, split 75/25 stratified with
+  random_state=0; it needs nothing from outside.
+
+output:
+  The table goes to standard output; log messages go to standard error. With
+  --out DIR the figure DIR/sk_meanclf.png shows the mean image of each class and
+  the confusion matrix of each norm (needs the plot extra: matplotlib).
+
+exit status:
+  0 on success, 1 when the data or a dependency is missing (with a one-line
+  reason on standard error), 2 for a bad command line.
+
+examples:
+  sk-meanclf --out results
+  sk-meanclf --data ~/.fastai/data/mnist_sample --cv 5
+  sk-meanclf --dataset digits -v
+"""
+
+
+class JobError(Exception):
+    """A failure the user can fix, reported as one line on standard error."""
+
+
+def build_parser():
+    """Return the argument parser of ``sk-meanclf``.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        The parser, with every option documented in its help.
+
+    Examples
+    --------
+    >>> from sk_meanclf._cli import build_parser
+    >>> args = build_parser().parse_args(["--dataset", "digits", "--cv", "3"])
+    >>> args.dataset, args.cv, args.out
+    ('digits', 3, None)
+    """
+    parser = argparse.ArgumentParser(
+        prog="sk-meanclf",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=["mnist_sample", "digits"],
+        default="mnist_sample",
+        help="data to run on when --data is not given (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        type=Path,
+        help="folder with train/ and valid/ class folders of PNG images; "
+        "nothing is fetched",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        help=f"write the figure {FIGURE_NAME} (mean images, confusion matrices) "
+        "into DIR, created if missing",
+    )
+    parser.add_argument(
+        "--cv",
+        metavar="K",
+        type=_fold_count,
+        help="also run K-fold cross_val_score for each norm and a GridSearchCV "
+        "over norm and centroid on the training split",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log progress (-v) or details (-vv) to standard error",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="log errors only and show no progress bar",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {sk_meanclf.__version__}"
+    )
+    return parser
+
+
+def _fold_count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer of at least 2 folds, got {text!r}."
+        )
+    return value
+
+
+def _configure_logging(verbose, quiet):
+    if quiet:
+        level = logging.ERROR
+    elif verbose >= 2:
+        level = logging.DEBUG
+    elif verbose == 1:
+        level = logging.INFO
+    else:
+        level = logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("sk-meanclf: %(levelname)s: %(message)s"))
+    package_logger = logging.getLogger("sk_meanclf")
+    package_logger.handlers[:] = [handler]
+    package_logger.setLevel(level)
+    package_logger.propagate = False
+    return package_logger
+
+
+def _require_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise JobError(
+            "--out needs matplotlib, which is missing: install the plot extra "
+            '(pip install "sk_meanclf[plot]") or leave out --out.'
+        ) from exc
+
+
+def _load_digits_3_7():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    keep = np.isin(digits.target, [3, 7])
+    # The pixels hold 0..16; divide so that they lie in [0, 1] like MNIST's.
+    X = (digits.data[keep] / 16.0).astype(np.float32)
+    y = digits.target[keep]
+    X_train, X_valid, y_train, y_valid = train_test_split(
+        X, y, test_size=0.25, stratify=y, random_state=DIGITS_SPLIT_SEED
+    )
+    return {
+        "name": "scikit-learn digits (3 versus 7)",
+        "short_name": "digits",
+        "X_train": X_train,
+        "y_train": y_train,
+        "X_valid": X_valid,
+        "y_valid": y_valid,
+        "image_shape": digits.images.shape[1:],
+    }
+
+
+def _fetch_mnist_sample():
+    from sk_meanclf.datasets import fetch_mnist_sample
+
+    logger.info("fetching MNIST_SAMPLE through fastai")
+    # fastai prints a download bar to stdout, which holds only the table here, and
+    # importing it raises a deprecation warning from torch that users cannot act on.
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed), warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r"`torch\.jit\.script` is deprecated"
+            )
+            return fetch_mnist_sample()
+    except ImportError as exc:
+        raise JobError(
+            "MNIST_SAMPLE is fetched with fastai, which is not installed: install "
+            'the fastai extra (pip install "sk_meanclf[fastai]"), or pass '
+            "--data PATH, or run --dataset digits."
+        ) from exc
+    except Exception as exc:
+        # The fetcher wraps the download error in advice meant for library users;
+        # the job names its own ways out, so it reports the underlying error.
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        reason = " ".join(str(cause).split()).rstrip(".")
+        home = Path(os.environ.get("FASTAI_HOME", "~/.fastai")).expanduser()
+        folder = home / "data" / "mnist_sample"
+        raise JobError(
+            f"Could not fetch MNIST_SAMPLE ({type(cause).__name__}: {reason}). "
+            f"{OFFLINE_HINT} Here that folder is {str(folder)!r}."
+        ) from exc
+    finally:
+        logger.debug("fastai printed %r", printed.getvalue())
+
+
+def _split_names(path):
+    for train, valid in (("train", "valid"), ("training", "testing")):
+        if (path / train).is_dir() and (path / valid).is_dir():
+            return train, valid
+    raise JobError(
+        f"Expected {str(path)!r} to hold train/ and valid/ (or training/ and "
+        f"testing/) folders of class folders. {OFFLINE_HINT}"
+    )
+
+
+def _load_folder(path, progress):
+    from sk_meanclf.datasets import load_image_folder
+
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise JobError(f"Data folder {str(path)!r} does not exist. {OFFLINE_HINT}")
+    train_split, valid_split = _split_names(path)
+    logger.info("reading %s/ and %s/ in %s", train_split, valid_split, path)
+    try:
+        train = load_image_folder(path, split=train_split, progress=progress)
+        valid = load_image_folder(path, split=valid_split, progress=progress)
+    except (OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split()).rstrip(".")
+        raise JobError(f"Could not load images from {str(path)!r}: {reason}.") from exc
+    if list(train.target_names) != list(valid.target_names):
+        raise JobError(
+            f"The classes of {train_split}/ ({list(train.target_names)!r}) and "
+            f"{valid_split}/ ({list(valid.target_names)!r}) in {str(path)!r} differ."
+        )
+    return {
+        "name": f"{path.name} ({path})",
+        "short_name": path.name,
+        "X_train": train.data,
+        "y_train": train.target,
+        "X_valid": valid.data,
+        "y_valid": valid.target,
+        "image_shape": tuple(train.image_shape),
+    }
+
+
+def load_data(args):
+    """Load the training and validation arrays that `args` asks for.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed options of :func:`build_parser`.
+
+    Returns
+    -------
+    data : dict
+        ``name``, ``short_name``, ``X_train``, ``y_train``, ``X_valid``, ``y_valid`` and
+        ``image_shape``.
+
+    Examples
+    --------
+    >>> from sk_meanclf._cli import build_parser, load_data
+    >>> data = load_data(build_parser().parse_args(["--dataset", "digits"]))
+    >>> data["X_train"].shape, data["X_valid"].shape, data["image_shape"]
+    ((271, 64), (91, 64), (8, 8))
+    """
+    if args.data is not None:
+        return _load_folder(args.data, progress=False if args.quiet else None)
+    if args.dataset == "digits":
+        return _load_digits_3_7()
+    path = _fetch_mnist_sample()
+    logger.info("MNIST_SAMPLE is in %s", path)
+    data = _load_folder(path, progress=False if args.quiet else None)
+    data["name"] = f"MNIST_SAMPLE ({path})"
+    data["short_name"] = "MNIST_SAMPLE"
+    return data
+
+
+def evaluate(data):
+    """Fit one classifier per norm on the training split and score the validation.
+
+    Parameters
+    ----------
+    data : dict
+        As returned by :func:`load_data`.
+
+    Returns
+    -------
+    results : dict
+        Per norm: the fitted ``estimator``, the predictions ``y_pred`` and the
+        ``fit_s`` and ``predict_s`` wall-clock seconds.
+
+    Examples
+    --------
+    >>> from sk_meanclf._cli import build_parser, evaluate, load_data
+    >>> data = load_data(build_parser().parse_args(["--dataset", "digits"]))
+    >>> sorted(evaluate(data))
+    ['l1', 'l2']
+    """
+    from sk_meanclf import NearestMeanImageClassifier
+
+    results = {}
+    for norm in NORMS:
+        logger.info("fitting the %s classifier", norm)
+        start = time.perf_counter()
+        estimator = NearestMeanImageClassifier(norm=norm).fit(
+            data["X_train"], data["y_train"]
+        )
+        fitted = time.perf_counter()
+        y_pred = estimator.predict(data["X_valid"])
+        predicted = time.perf_counter()
+        results[norm] = {
+            "estimator": estimator,
+            "y_pred": y_pred,
+            "fit_s": fitted - start,
+            "predict_s": predicted - fitted,
+        }
+    return results
+
+
+def format_table(data, results, load_s):
+    """Return the accuracy table: one row per class and one overall.
+
+    Parameters
+    ----------
+    data : dict
+        As returned by :func:`load_data`.
+    results : dict
+        As returned by :func:`evaluate`.
+    load_s : float
+        Seconds spent loading the data.
+
+    Returns
+    -------
+    table : str
+        Lines of text, ending with a newline.
+    """
+    y_valid = np.asarray(data["y_valid"])
+    classes = results[NORMS[0]]["estimator"].classes_
+    height, width = data["image_shape"]
+    lines = [
+        f"Nearest class mean on {data['name']}",
+        f"{len(data['y_train'])} training and {len(y_valid)} validation images, "
+        f"{height}x{width} pixels",
+        "",
+        f"{'accuracy':<10}{'n':>7}" + "".join(f"{norm:>10}" for norm in NORMS),
+    ]
+    for label in classes:
+        mask = y_valid == label
+        row = f"{str(label):<10}{int(mask.sum()):>7}"
+        for norm in NORMS:
+            correct = results[norm]["y_pred"][mask] == label
+            row += f"{correct.mean():>10.4f}"
+        lines.append(row)
+    row = f"{'overall':<10}{len(y_valid):>7}"
+    for norm in NORMS:
+        row += f"{np.mean(results[norm]['y_pred'] == y_valid):>10.4f}"
+    lines.append(row)
+    lines += [
+        "",
+        f"{'seconds':<17}" + "".join(f"{norm:>10}" for norm in NORMS),
+        f"{'load':<17}{load_s:>10.3f}",
+        f"{'fit':<17}" + "".join(f"{results[norm]['fit_s']:>10.3f}" for norm in NORMS),
+        f"{'predict':<17}"
+        + "".join(f"{results[norm]['predict_s']:>10.3f}" for norm in NORMS),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def cross_validate(data, n_folds):
+    """Return the text of a K-fold cross-validation on the training split.
+
+    Parameters
+    ----------
+    data : dict
+        As returned by :func:`load_data`.
+    n_folds : int
+        Number of folds, at least 2.
+
+    Returns
+    -------
+    text : str
+        ``cross_val_score`` of each norm, then the ``GridSearchCV`` results over
+        ``norm`` and ``centroid``, ranked.
+    """
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+
+    from sk_meanclf import NearestMeanImageClassifier
+
+    X, y = data["X_train"], data["y_train"]
+    lines = [f"{n_folds}-fold cross-validation on the training split", ""]
+    lines.append(f"{'norm':<10}{'mean':>10}{'std':>10}")
+    for norm in NORMS:
+        logger.info("cross-validating the %s classifier", norm)
+        scores = cross_val_score(
+            NearestMeanImageClassifier(norm=norm), X, y, cv=n_folds
+        )
+        lines.append(f"{norm:<10}{scores.mean():>10.4f}{scores.std():>10.4f}")
+    logger.info("grid search over norm and centroid")
+    search = GridSearchCV(
+        NearestMeanImageClassifier(),
+        param_grid={"norm": list(NORMS), "centroid": ["mean", "median"]},
+        cv=n_folds,
+    ).fit(X, y)
+    cv = search.cv_results_
+    lines += [
+        "",
+        f"{'rank':<6}{'norm':<6}{'centroid':<10}{'mean':>10}{'std':>10}",
+    ]
+    for i in np.argsort(cv["rank_test_score"], kind="stable"):
+        params = cv["params"][i]
+        lines.append(
+            f"{cv['rank_test_score'][i]:<6}{params['norm']:<6}"
+            f"{params['centroid']:<10}{cv['mean_test_score'][i]:>10.4f}"
+            f"{cv['std_test_score'][i]:>10.4f}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def save_figure(data, results, out_dir):
+    """Draw the mean image of each class and the confusion matrix of each norm.
+
+    Parameters
+    ----------
+    data : dict
+        As returned by :func:`load_data`.
+    results : dict
+        As returned by :func:`evaluate`.
+    out_dir : path-like
+        Folder to write ``sk_meanclf.png`` into; created if missing.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The PNG file written.
+    """
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    estimator = results[NORMS[0]]["estimator"]
+    classes = estimator.classes_
+    n_classes = len(classes)
+    shape = data["image_shape"]
+
+    # Size the row of mean images to their width so that ten classes leave no gap.
+    width = max(7.0, 1.1 * n_classes)
+    top_height = min(2.6, width / n_classes + 0.9)
+    fig = Figure(figsize=(width, top_height + 4.8), layout="constrained")
+    fig.suptitle(
+        f"Nearest class mean on {data['short_name']}\n{len(data['y_train'])} "
+        f"training and {len(data['y_valid'])} validation images",
+        fontweight="bold",
+    )
+    top, bottom = fig.subfigures(2, 1, height_ratios=[top_height, 4.8])
+    top.suptitle("Mean image of each class (training split)")
+    for ax, label, centroid in zip(
+        top.subplots(1, n_classes, squeeze=False)[0],
+        classes,
+        estimator.centroids_,
+        strict=True,
+    ):
+        ax.imshow(centroid.reshape(shape), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(f"mean {label}")
+        ax.set_axis_off()
+
+    bottom.suptitle("Confusion matrices on the validation split")
+    y_valid = np.asarray(data["y_valid"])
+    for ax, norm in zip(bottom.subplots(1, len(NORMS)), NORMS, strict=True):
+        y_pred = results[norm]["y_pred"]
+        ConfusionMatrixDisplay.from_predictions(
+            y_valid,
+            y_pred,
+            labels=classes,
+            ax=ax,
+            colorbar=False,
+            cmap="Blues",
+            text_kw={"fontsize": 10 if n_classes <= 4 else 7},
+        )
+        ax.set_title(
+            f"{norm} ({NORM_NAMES[norm]})\naccuracy {np.mean(y_pred == y_valid):.4f}"
+        )
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / FIGURE_NAME
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def main(argv=None):
+    """Run the main job and return its exit status.
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        Command-line arguments without the program name; ``sys.argv[1:]`` when
+        None.
+
+    Returns
+    -------
+    status : int
+        0 on success, 1 when data or a dependency is missing.
+
+    Examples
+    --------
+    >>> from sk_meanclf._cli import main
+    >>> main(["--dataset", "digits", "--quiet"])  # doctest: +ELLIPSIS
+    Nearest class mean on scikit-learn digits (3 versus 7)
+    271 training and 91 validation images, 8x8 pixels
+    ...
+    0
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.data is not None and args.dataset != "mnist_sample":
+        parser.error("--data and --dataset digits exclude each other.")
+    _configure_logging(args.verbose, args.quiet)
+
+    try:
+        if args.out is not None:
+            _require_matplotlib()
+        start = time.perf_counter()
+        data = load_data(args)
+        load_s = time.perf_counter() - start
+        results = evaluate(data)
+        sys.stdout.write(format_table(data, results, load_s))
+        if args.cv is not None:
+            sys.stdout.write("\n" + cross_validate(data, args.cv))
+        if args.out is not None:
+            path = save_figure(data, results, args.out)
+            sys.stdout.write(f"\nfigure: {path}\n")
+    except JobError as exc:
+        sys.stderr.write(f"sk-meanclf: error: {exc}\n")
+        return 1
+    return 0
