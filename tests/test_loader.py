@@ -296,6 +296,29 @@ def test_text_classes_give_string_targets(tmp_path, digits):
     assert bunch.target.tolist() == ["3", "3", "seven"]
 
 
+@pytest.mark.parametrize(
+    "names",
+    [["03", "3"], ["3", "07"], ["0", "00"], ["+3", "7"], ["3", " 7"], ["3_0", "7"]],
+)
+def test_non_canonical_integer_names_stay_strings(tmp_path, digits, names):
+    """Check that names that are not canonical integers keep string labels."""
+    for k, name in enumerate(names):
+        _png(tmp_path / name / "a.png", digits[k][0])
+    bunch = load_image_folder(tmp_path)
+    assert bunch.target_names == sorted(names)
+    assert bunch.target.tolist() == sorted(names)
+    assert len(set(bunch.target.tolist())) == len(names)
+
+
+def test_canonical_integer_names_give_integer_targets(tmp_path, digits):
+    """Check that 0 and multi-digit names without leading zeros give integers."""
+    for name in ["0", "10", "3"]:
+        _png(tmp_path / name / "a.png", digits[int(name) % 10][0])
+    bunch = load_image_folder(tmp_path)
+    assert bunch.target_names == ["0", "3", "10"]
+    assert bunch.target.tolist() == [0, 3, 10]
+
+
 def test_symlinked_class_folder_is_followed(tmp_path, digits):
     """Check that a class folder that is a symbolic link is read like a folder."""
     _png(tmp_path / "elsewhere" / "a.png", digits[7][0])

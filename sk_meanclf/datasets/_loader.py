@@ -32,7 +32,9 @@ IMAGE_EXTENSIONS = frozenset(
         ".webp",
     }
 )
-_INTEGER = re.compile(r"[0-9]+")
+# A canonical decimal integer: no sign, no leading zero, no space or underscore,
+# so that two folder names never stand for the same integer label.
+_INTEGER = re.compile(r"0|[1-9][0-9]*")
 _UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 _PROGRESS_STEP = 256
 _SHOWN_SKIPPED = 5
@@ -115,9 +117,13 @@ def _list_images(class_dir, with_stat):
 
 
 def _class_order(names):
-    """Sort class folder names: by value when all are integers, else as text."""
+    """Sort class folder names: by value when all are integers, else as text.
+
+    Only canonical integers (``"0"``, ``"7"``, ``"10"``, not ``"03"``) count, so
+    that names and integer labels map one to one.
+    """
     if names and all(_INTEGER.fullmatch(n) for n in names):
-        return sorted(names, key=lambda n: (int(n), n)), True
+        return sorted(names, key=int), True
     return sorted(names), False
 
 
@@ -271,7 +277,9 @@ def load_image_folder(
             ``scale=False``).
         target : ndarray of shape (n_images,)
             The class of each image: integers when every class folder name is
-            an integer (as in MNIST), else the folder names as strings.
+            an integer written without sign or leading zero (as in MNIST), so
+            that names and integers map one to one; else the folder names as
+            strings (``"03"`` and ``"3"`` stay two classes).
         target_names : list of str
             The class folder names, in the order read.
         images : ndarray of shape (n_images, height, width)
