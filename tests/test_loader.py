@@ -521,6 +521,21 @@ def test_unreadable_image(sample_layout, damage):
     np.testing.assert_array_equal(bunch.target, expected["train"][1])
 
 
+@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n broken", b"text", b""])
+def test_unidentified_image_message_names_the_file(sample_layout, content):
+    """Check that an unidentifiable file's error names its path and no object repr."""
+    root, _ = sample_layout
+    bad = root / "valid" / "3" / "2.png"
+    bad.write_bytes(content)
+    match = (
+        f"^Cannot read the image {_escaped(bad)}: Pillow cannot identify it as an "
+        "image \\(the file is damaged or not an image\\)\\.$"
+    )
+    with pytest.raises(OSError, match=match) as info:
+        load_image_folder(root, split="valid")
+    assert "object at 0x" not in str(info.value)
+
+
 @pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() == 0,
     reason="file permissions do not bind the root user",

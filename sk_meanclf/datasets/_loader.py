@@ -158,6 +158,20 @@ def _resolve_classes(base, classes):
     return _class_order(wanted)
 
 
+def _reason(exc):
+    """Say why a file could not be decoded, without Pillow's in-memory file repr."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        # Pillow's message names the in-memory buffer it was given, not the file.
+        return (
+            "Pillow cannot identify it as an image (the file is damaged or not "
+            "an image)."
+        )
+    reason = " ".join(str(exc).split()).rstrip(".")
+    return f"{reason or type(exc).__name__}."
+
+
 def _progress_bar(progress, total):
     if progress is None:
         progress = sys.stderr is not None and sys.stderr.isatty()
@@ -190,7 +204,9 @@ def _decode_all(paths, on_error, progress):
                 ) from exc
             except _UNREADABLE as exc:
                 if on_error == "raise":
-                    raise OSError(f"Cannot read the image {path!r}: {exc}") from exc
+                    raise OSError(
+                        f"Cannot read the image {path!r}: {_reason(exc)}"
+                    ) from exc
                 kept[i] = False
                 skipped.append(path)
                 continue
