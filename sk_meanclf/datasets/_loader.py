@@ -339,7 +339,7 @@ def load_image_folder(
     16-bit greyscale is scaled to 0..255 (rounded, not clipped), transparent
     pixels are shown on a white background, and colour and palette images go
     through Pillow's conversion to luma. Plain 8-bit greyscale PNGs are decoded
-    with libspng when ``pyspng`` is installed (the ``fast-png`` extra), which
+    with libspng when ``pyspng`` is installed (the ``fast`` extra), which
     gives Pillow's pixels faster.
 
     The cache checks the name, size, modification time, status change time and
