@@ -736,3 +736,13 @@ def test_bench_loader_rows(sample_layout):
         assert names[0] == bench.BOOK and rows[0][2] == 1.0
     for _, seconds, ratio in rows:
         assert seconds > 0 and (ratio is None or ratio > 0)
+
+
+def test_docstring_names_existing_extras():
+    """Check that every extra the loader's docstring names is one pyproject declares."""
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    named = re.findall(r"the ``([\w-]+)`` extra", load_image_folder.__doc__)
+    assert named == ["fast"]
+    assert set(named) <= set(extras)
