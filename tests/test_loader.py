@@ -2,6 +2,7 @@
 
 import os
 import re
+import subprocess
 import sys
 import urllib.error
 from pathlib import Path
@@ -746,3 +747,30 @@ def test_docstring_names_existing_extras():
     named = re.findall(r"the ``([\w-]+)`` extra", load_image_folder.__doc__)
     assert named == ["fast"]
     assert set(named) <= set(extras)
+
+
+def test_fetch_silences_only_torch_jit_warning(fastai_home):
+    """Check that fetching shows no torch.jit.script FutureWarning, and others pass."""
+    pytest.importorskip("fastai")
+    code = (
+        "import warnings\n"
+        "from sk_meanclf.datasets import fetch_mnist_sample\n"
+        "print(fetch_mnist_sample())\n"
+        "warnings.warn('`torch.jit.script` is deprecated (after)', FutureWarning)\n"
+    )
+    env = dict(os.environ, FASTAI_HOME=str(fastai_home))
+    repo = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([repo, *filter(None, [env.get("PYTHONPATH")])])
+    result = subprocess.run(
+        [sys.executable, "-W", "always::FutureWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{fastai_home / 'data' / 'mnist_sample'}\n"
+    warned = [line for line in result.stderr.splitlines() if "FutureWarning" in line]
+    assert len(warned) == 1
+    assert "is deprecated (after)" in warned[0]
