@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -199,14 +198,10 @@ def _fetch_mnist_sample():
     from sk_meanclf.datasets import fetch_mnist_sample
 
     logger.info("fetching MNIST_SAMPLE through fastai")
-    # fastai prints a download bar to stdout, which holds only the table here, and
-    # importing it raises a deprecation warning from torch that users cannot act on.
+    # fastai prints a download bar to stdout, which holds only the table here.
     printed = io.StringIO()
     try:
-        with contextlib.redirect_stdout(printed), warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=r"`torch\.jit\.script` is deprecated"
-            )
+        with contextlib.redirect_stdout(printed):
             return fetch_mnist_sample()
     except ImportError as exc:
         raise JobError(

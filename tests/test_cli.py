@@ -172,8 +172,10 @@ def test_real_mnist_sample_book_figures(mnist_sample_path, tmp_path, capsys):
 
 def test_default_data_is_fetched_through_fastai(fastai_home):
     """Check that python -m sk_meanclf fetches MNIST_SAMPLE from FASTAI_HOME."""
-    result = _run_module(["-v"], {"FASTAI_HOME": str(fastai_home)})
+    env = {"FASTAI_HOME": str(fastai_home), "PYTHONWARNINGS": "always::FutureWarning"}
+    result = _run_module(["-v"], env)
     assert result.returncode == 0, result.stderr
+    assert "torch.jit.script" not in result.stderr
     rows = _accuracy_rows(result.stdout)
     assert rows["3"][1] == "0.9168"
     assert rows["7"][1] == "0.9854"
