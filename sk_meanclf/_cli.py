@@ -50,8 +50,9 @@ output:
   the confusion matrix of each norm (needs the plot extra: matplotlib).
 
 exit status:
-  0 on success, 1 when the data or a dependency is missing (with a one-line
-  reason on standard error), 2 for a bad command line.
+  0 on success, 1 when the data, a dependency or the --out folder is missing or
+  unusable (with a one-line reason on standard error, checked before any output
+  where possible), 2 for a bad command line.
 
 examples:
   sk-meanclf --out results
@@ -634,7 +635,8 @@ def main(argv=None):
     Returns
     -------
     status : int
-        0 on success, 1 when data or a dependency is missing.
+        0 on success, 1 when the data, a dependency or the ``--out`` folder is
+        missing or unusable.
 
     Examples
     --------
