@@ -180,11 +180,20 @@ def test_ten_digits(mnist_png_home, tmp_path):
     assert "training images: 3000, test images: 1000" in lines
     X_train, y_train = arrays["training"]
     X_test, y_test = arrays["testing"]
+    quoted = {}
     for centroid in ("mean", "median"):
         for norm in ("l1", "l2"):
             predicted = _nearest_mean_predict(X_train, y_train, X_test, norm, centroid)
             printed = _value(lines, f"test accuracy, {centroid} centroid, {norm} norm:")
             assert printed == f"{np.mean(predicted == y_test):.4f}"
+            quoted[centroid, norm] = printed
+
+    # The README's Limits quote these figures for this very subset.
+    limits = (REPO / "README.md").read_text().split("## Limits")[1]
+    limits = " ".join(limits.split())
+    found = re.findall(r"(\d\.\d{4}) \((mean|median), (l1|l2)\)", limits)
+    assert {(c, n): value for value, c, n in found} == quoted
+    assert "first 300 images for training and the next 100 for testing" in limits
 
 
 def test_ten_digits_without_data_stops_with_one_line(tmp_path):
