@@ -354,6 +354,23 @@ def test_out_cannot_be_written(tmp_path, capsys, case):
     assert sorted(tmp_path.iterdir()) == before
 
 
+def test_figure_write_error_is_one_line(monkeypatch, tmp_path, capsys):
+    """Check that a figure that fails to save late still ends in one error line."""
+    import sk_meanclf._cli
+
+    def full_disk(data, results, out_dir):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sk_meanclf._cli, "save_figure", full_disk)
+    out_dir = tmp_path / "fig"
+    assert main(["--dataset", "digits", "--out", str(out_dir), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"sk-meanclf: error: Could not write the figure into {str(out_dir)!r}: "
+        "[Errno 28] No space left on device.\n"
+    )
+
+
 def test_folder_without_splits(tmp_path, capsys):
     """Check that a folder lacking train/ and valid/ fails with one line naming it."""
     (tmp_path / "train" / "3").mkdir(parents=True)
