@@ -11,10 +11,15 @@ norms. A confusion matrix shows which digits the nearest mean confuses.
 # %%
 # Fetch fastai's MNIST (``training/0`` to ``training/9`` and ``testing/0`` to
 # ``testing/9``) and read both splits. The full set holds 60,000 training and
-# 10,000 test images; the first fetch downloads it into ``$FASTAI_HOME/data``.
+# 10,000 test images; the first fetch downloads it into ``$FASTAI_HOME/data``
+# (``mnist_png``). Without fastai, or without a network and no copy there, the
+# script stops with the reason on one line.
 from sk_meanclf.datasets import fetch_fastai, load_image_folder
 
-path = fetch_fastai("MNIST")
+try:
+    path = fetch_fastai("MNIST")
+except (ImportError, OSError) as exc:
+    raise SystemExit(" ".join(str(exc).split())) from exc
 train = load_image_folder(path, split="training")
 test = load_image_folder(path, split="testing")
 print(f"training images: {len(train.target)}, test images: {len(test.target)}")

@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +50,9 @@ output:
   the confusion matrix of each norm (needs the plot extra: matplotlib).
 
 exit status:
-  0 on success, 1 when the data or a dependency is missing (with a one-line
-  reason on standard error), 2 for a bad command line.
+  0 on success, 1 when the data, a dependency or the --out folder is missing or
+  unusable (with a one-line reason on standard error, checked before any output
+  where possible), 2 for a bad command line.
 
 examples:
   sk-meanclf --out results
@@ -113,14 +113,15 @@ def build_parser():
         help="also run K-fold cross_val_score for each norm and a GridSearchCV "
         "over norm and centroid on the training split",
     )
-    parser.add_argument(
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
         "-v",
         "--verbose",
         action="count",
         default=0,
         help="log progress (-v) or details (-vv) to standard error",
     )
-    parser.add_argument(
+    verbosity.add_argument(
         "-q",
         "--quiet",
         action="store_true",
@@ -172,6 +173,53 @@ def _require_matplotlib():
         ) from exc
 
 
+def _check_out_dir(out_dir):
+    """Fail before any work when the figure cannot be written into `out_dir`."""
+    out_dir = Path(out_dir)
+    if os.path.lexists(out_dir):
+        if not out_dir.is_dir():
+            raise JobError(
+                f"--out {str(out_dir)!r} exists and is not a folder; pass a folder, "
+                "or a path where one can be created."
+            )
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise JobError(f"--out {str(out_dir)!r} is a folder without write access.")
+        figure = out_dir / FIGURE_NAME
+        if os.path.lexists(figure) and not figure.is_file():
+            raise JobError(
+                f"--out {str(out_dir)!r} holds {FIGURE_NAME}, which is not a file; "
+                "the figure cannot be written there."
+            )
+        return
+    # The folder is created only once the figure is drawn, so that a failed run
+    # leaves nothing behind; here the nearest existing parent must allow it.
+    ancestor = out_dir
+    while not os.path.lexists(ancestor) and ancestor.parent != ancestor:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise JobError(
+            f"--out {str(out_dir)!r} cannot be created: {str(ancestor)!r} is not a "
+            "folder."
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise JobError(
+            f"--out {str(out_dir)!r} cannot be created: no write access to "
+            f"{str(ancestor)!r}."
+        )
+
+
+def _check_folds(data, n_folds):
+    """Fail before fitting when a class has fewer training images than folds."""
+    labels, counts = np.unique(np.asarray(data["y_train"]), return_counts=True)
+    smallest = int(np.argmin(counts))
+    if n_folds > counts[smallest]:
+        raise JobError(
+            f"Expected --cv K to be at most {counts[smallest]}, the number of "
+            f"training images of the smallest class ({str(labels[smallest])!r}), "
+            f"got {n_folds}."
+        )
+
+
 def _load_digits_3_7():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -187,6 +235,7 @@ def _load_digits_3_7():
     return {
         "name": "scikit-learn digits (3 versus 7)",
         "short_name": "digits",
+        "read_note": "loading scikit-learn's bundled digits and splitting them",
         "X_train": X_train,
         "y_train": y_train,
         "X_valid": X_valid,
@@ -199,14 +248,10 @@ def _fetch_mnist_sample():
     from sk_meanclf.datasets import fetch_mnist_sample
 
     logger.info("fetching MNIST_SAMPLE through fastai")
-    # fastai prints a download bar to stdout, which holds only the table here, and
-    # importing it raises a deprecation warning from torch that users cannot act on.
+    # fastai prints a download bar to stdout, which holds only the table here.
     printed = io.StringIO()
     try:
-        with contextlib.redirect_stdout(printed), warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=r"`torch\.jit\.script` is deprecated"
-            )
+        with contextlib.redirect_stdout(printed):
             return fetch_mnist_sample()
     except ImportError as exc:
         raise JobError(
@@ -229,6 +274,11 @@ def _fetch_mnist_sample():
         logger.debug("fastai printed %r", printed.getvalue())
 
 
+def _pixels(shape):
+    height, width = shape
+    return f"{height}x{width} pixels"
+
+
 def _split_names(path):
     for train, valid in (("train", "valid"), ("training", "testing")):
         if (path / train).is_dir() and (path / valid).is_dir():
@@ -243,8 +293,13 @@ def _load_folder(path, progress):
     from sk_meanclf.datasets import load_image_folder
 
     path = Path(path).expanduser()
-    if not path.is_dir():
+    if not os.path.lexists(path):
         raise JobError(f"Data folder {str(path)!r} does not exist. {OFFLINE_HINT}")
+    if not path.is_dir():
+        raise JobError(
+            f"Data folder {str(path)!r} is not a folder; expected a folder holding "
+            "train/ and valid/ (or training/ and testing/) folders of class folders."
+        )
     train_split, valid_split = _split_names(path)
     logger.info("reading %s/ and %s/ in %s", train_split, valid_split, path)
     try:
@@ -253,14 +308,29 @@ def _load_folder(path, progress):
     except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split()).rstrip(".")
         raise JobError(f"Could not load images from {str(path)!r}: {reason}.") from exc
+    train_dir, valid_dir = str(path / train_split), str(path / valid_split)
+    if len(train.target_names) < 2:
+        raise JobError(
+            f"The training split {train_dir!r} holds only the class "
+            f"{train.target_names[0]!r}; a nearest class mean needs at least two "
+            "classes."
+        )
     if list(train.target_names) != list(valid.target_names):
         raise JobError(
             f"The classes of {train_split}/ ({list(train.target_names)!r}) and "
             f"{valid_split}/ ({list(valid.target_names)!r}) in {str(path)!r} differ."
         )
+    if tuple(train.image_shape) != tuple(valid.image_shape):
+        raise JobError(
+            f"The images in {train_dir!r} are {_pixels(train.image_shape)} but "
+            f"those in {valid_dir!r} are {_pixels(valid.image_shape)} "
+            "(height x width); both splits must hold images of one size."
+        )
+    n_files = len(train.filenames) + len(valid.filenames)
     return {
         "name": f"{path.name} ({path})",
         "short_name": path.name,
+        "read_note": f"listing and decoding the {n_files} image files",
         "X_train": train.data,
         "y_train": train.target,
         "X_valid": valid.data,
@@ -280,8 +350,10 @@ def load_data(args):
     Returns
     -------
     data : dict
-        ``name``, ``short_name``, ``X_train``, ``y_train``, ``X_valid``, ``y_valid`` and
-        ``image_shape``.
+        ``name``, ``short_name``, ``X_train``, ``y_train``, ``X_valid``, ``y_valid``,
+        ``image_shape``; ``fetch_s``, the seconds spent fetching the dataset
+        through fastai (None when nothing was fetched), ``read_s``, the seconds
+        spent reading it, and ``read_note``, what reading it involved.
 
     Examples
     --------
@@ -290,15 +362,28 @@ def load_data(args):
     >>> data["X_train"].shape, data["X_valid"].shape, data["image_shape"]
     ((271, 64), (91, 64), (8, 8))
     """
-    if args.data is not None:
-        return _load_folder(args.data, progress=False if args.quiet else None)
-    if args.dataset == "digits":
-        return _load_digits_3_7()
-    path = _fetch_mnist_sample()
-    logger.info("MNIST_SAMPLE is in %s", path)
-    data = _load_folder(path, progress=False if args.quiet else None)
-    data["name"] = f"MNIST_SAMPLE ({path})"
-    data["short_name"] = "MNIST_SAMPLE"
+    progress = False if args.quiet else None
+    fetch_s = None
+    if args.data is None and args.dataset == "digits":
+        start = time.perf_counter()
+        data = _load_digits_3_7()
+        read_s = time.perf_counter() - start
+    elif args.data is not None:
+        start = time.perf_counter()
+        data = _load_folder(args.data, progress=progress)
+        read_s = time.perf_counter() - start
+    else:
+        start = time.perf_counter()
+        path = _fetch_mnist_sample()
+        fetch_s = time.perf_counter() - start
+        logger.info("MNIST_SAMPLE is in %s", path)
+        start = time.perf_counter()
+        data = _load_folder(path, progress=progress)
+        read_s = time.perf_counter() - start
+        data["name"] = f"MNIST_SAMPLE ({path})"
+        data["short_name"] = "MNIST_SAMPLE"
+    data["fetch_s"] = fetch_s
+    data["read_s"] = read_s
     return data
 
 
@@ -314,7 +399,14 @@ def evaluate(data):
     -------
     results : dict
         Per norm: the fitted ``estimator``, the predictions ``y_pred`` and the
-        ``fit_s`` and ``predict_s`` wall-clock seconds.
+        ``warmup_s``, ``fit_s`` and ``predict_s`` wall-clock seconds.
+
+    Notes
+    -----
+    Before the timed fit and predict, a first fit on one training image per class
+    and a predict of one validation image pay the one-off costs of a fresh
+    process (numba compiling or loading its kernels, lazy imports); ``warmup_s``
+    is their time, so that ``fit_s`` and ``predict_s`` are steady figures.
 
     Examples
     --------
@@ -325,27 +417,33 @@ def evaluate(data):
     """
     from sk_meanclf import NearestMeanImageClassifier
 
+    X_train, y_train = data["X_train"], np.asarray(data["y_train"])
+    X_valid = data["X_valid"]
+    _, first_of_class = np.unique(y_train, return_index=True)
     results = {}
     for norm in NORMS:
         logger.info("fitting the %s classifier", norm)
         start = time.perf_counter()
-        estimator = NearestMeanImageClassifier(norm=norm).fit(
-            data["X_train"], data["y_train"]
-        )
+        NearestMeanImageClassifier(norm=norm).fit(
+            X_train[first_of_class], y_train[first_of_class]
+        ).predict(X_valid[:1])
+        warmed = time.perf_counter()
+        estimator = NearestMeanImageClassifier(norm=norm).fit(X_train, y_train)
         fitted = time.perf_counter()
-        y_pred = estimator.predict(data["X_valid"])
+        y_pred = estimator.predict(X_valid)
         predicted = time.perf_counter()
         results[norm] = {
             "estimator": estimator,
             "y_pred": y_pred,
-            "fit_s": fitted - start,
+            "warmup_s": warmed - start,
+            "fit_s": fitted - warmed,
             "predict_s": predicted - fitted,
         }
     return results
 
 
-def format_table(data, results, load_s):
-    """Return the accuracy table: one row per class and one overall.
+def format_table(data, results):
+    """Return the accuracy table, one row per class and one overall, and timings.
 
     Parameters
     ----------
@@ -353,13 +451,12 @@ def format_table(data, results, load_s):
         As returned by :func:`load_data`.
     results : dict
         As returned by :func:`evaluate`.
-    load_s : float
-        Seconds spent loading the data.
 
     Returns
     -------
     table : str
-        Lines of text, ending with a newline.
+        Lines of text, ending with a newline. Under the timings, a note says what
+        each row measured.
     """
     y_valid = np.asarray(data["y_valid"])
     classes = results[NORMS[0]]["estimator"].classes_
@@ -382,14 +479,27 @@ def format_table(data, results, load_s):
     for norm in NORMS:
         row += f"{np.mean(results[norm]['y_pred'] == y_valid):>10.4f}"
     lines.append(row)
-    lines += [
-        "",
-        f"{'seconds':<17}" + "".join(f"{norm:>10}" for norm in NORMS),
-        f"{'load':<17}{load_s:>10.3f}",
-        f"{'fit':<17}" + "".join(f"{results[norm]['fit_s']:>10.3f}" for norm in NORMS),
-        f"{'predict':<17}"
-        + "".join(f"{results[norm]['predict_s']:>10.3f}" for norm in NORMS),
+    lines += ["", f"{'seconds':<17}" + "".join(f"{norm:>10}" for norm in NORMS)]
+    notes = []
+    if data["fetch_s"] is not None:
+        lines.append(f"{'fetch':<17}{data['fetch_s']:>10.3f}")
+        notes.append("fetch: fastai's untar_data, importing fastai included")
+    lines.append(f"{'read':<17}{data['read_s']:>10.3f}")
+    notes.append(f"read: {data['read_note']}")
+    for row, key in (
+        ("warm-up", "warmup_s"),
+        ("fit", "fit_s"),
+        ("predict", "predict_s"),
+    ):
+        lines.append(
+            f"{row:<17}" + "".join(f"{results[norm][key]:>10.3f}" for norm in NORMS)
+        )
+    notes += [
+        "warm-up: a first fit on one image per class and predict of one image,",
+        "  paying one-off start-up costs (such as compiling or loading numba's",
+        "  kernels); fit and predict are timed after it, on all the images",
     ]
+    lines += ["", *notes]
     return "\n".join(lines) + "\n"
 
 
@@ -525,7 +635,8 @@ def main(argv=None):
     Returns
     -------
     status : int
-        0 on success, 1 when data or a dependency is missing.
+        0 on success, 1 when the data, a dependency or the ``--out`` folder is
+        missing or unusable.
 
     Examples
     --------
@@ -545,15 +656,22 @@ def main(argv=None):
     try:
         if args.out is not None:
             _require_matplotlib()
-        start = time.perf_counter()
+            _check_out_dir(args.out)
         data = load_data(args)
-        load_s = time.perf_counter() - start
+        if args.cv is not None:
+            _check_folds(data, args.cv)
         results = evaluate(data)
-        sys.stdout.write(format_table(data, results, load_s))
+        sys.stdout.write(format_table(data, results))
         if args.cv is not None:
             sys.stdout.write("\n" + cross_validate(data, args.cv))
         if args.out is not None:
-            path = save_figure(data, results, args.out)
+            try:
+                path = save_figure(data, results, args.out)
+            except OSError as exc:
+                reason = " ".join(str(exc).split()).rstrip(".")
+                raise JobError(
+                    f"Could not write the figure into {str(args.out)!r}: {reason}."
+                ) from exc
             sys.stdout.write(f"\nfigure: {path}\n")
     except JobError as exc:
         sys.stderr.write(f"sk-meanclf: error: {exc}\n")

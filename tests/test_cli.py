@@ -31,6 +31,28 @@ def _accuracy_rows(text):
     return rows
 
 
+def _timing_rows(text):
+    """Map each row label of the timing table to its list of seconds."""
+    lines = text.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("seconds")))
+    rows = {}
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        label, *values = line.split()
+        rows[label] = [float(value) for value in values]
+    return rows
+
+
+def _write_splits(root, sizes, classes=("3", "7")):
+    """Write one black PNG per class and split; `sizes` maps split to (h, w)."""
+    for split, (height, width) in sizes.items():
+        for label in classes:
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            Image.new("L", (width, height), 0).save(folder / "0.png")
+
+
 def _expected_rows(X_train, y_train, X_valid, y_valid, centroid=np.mean):
     """Accuracy rows computed by brute force in float64, formatted as the job does."""
     classes = np.unique(y_train)
@@ -99,8 +121,13 @@ def test_digits_table_matches_brute_force(capsys):
     X_train, X_valid, y_train, y_valid = _digits_split()
     assert _accuracy_rows(out) == _expected_rows(X_train, y_train, X_valid, y_valid)
     assert "271 training and 91 validation images, 8x8 pixels" in out
-    for row in ("load", "fit", "predict"):
-        assert any(line.split()[:1] == [row] for line in out.splitlines())
+    rows = _timing_rows(out)
+    assert list(rows) == ["read", "warm-up", "fit", "predict"]
+    assert [len(values) for values in rows.values()] == [1, 2, 2, 2]
+    assert "read: loading scikit-learn's bundled digits and splitting them" in out
+    assert "warm-up: a first fit on one image per class and predict of one image," in (
+        out.splitlines()
+    )
 
 
 def test_cv_and_grid_search(capsys):
@@ -172,13 +199,19 @@ def test_real_mnist_sample_book_figures(mnist_sample_path, tmp_path, capsys):
 
 def test_default_data_is_fetched_through_fastai(fastai_home):
     """Check that python -m sk_meanclf fetches MNIST_SAMPLE from FASTAI_HOME."""
-    result = _run_module(["-v"], {"FASTAI_HOME": str(fastai_home)})
+    env = {"FASTAI_HOME": str(fastai_home), "PYTHONWARNINGS": "always::FutureWarning"}
+    result = _run_module(["-v"], env)
     assert result.returncode == 0, result.stderr
+    assert "torch.jit.script" not in result.stderr
     rows = _accuracy_rows(result.stdout)
     assert rows["3"][1] == "0.9168"
     assert rows["7"][1] == "0.9854"
     assert "Nearest class mean on MNIST_SAMPLE" in result.stdout
     assert "INFO: fitting the l1 classifier" in result.stderr
+    rows = _timing_rows(result.stdout)
+    assert list(rows) == ["fetch", "read", "warm-up", "fit", "predict"]
+    assert "fetch: fastai's untar_data, importing fastai included" in result.stdout
+    assert "read: listing and decoding the 14434 image files" in result.stdout
 
 
 def test_ten_classes_in_training_testing_layout(mnist_t10k, tmp_path, capsys):
@@ -219,6 +252,123 @@ def test_missing_data_folder(tmp_path, capsys):
     assert repr(str(missing)) in err
     for hint in ("$FASTAI_HOME/data/mnist_sample", "--data PATH", "--dataset digits"):
         assert hint in err
+
+
+def test_data_is_a_file(tmp_path, capsys):
+    """Check that a --data path naming a file says it is not a folder."""
+    path = tmp_path / "afile.txt"
+    path.write_text("not a folder")
+    assert main(["--data", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"sk-meanclf: error: Data folder {str(path)!r} is not a folder; expected a "
+        "folder holding train/ and valid/ (or training/ and testing/) folders of "
+        "class folders.\n"
+    )
+
+
+def test_one_class_only(tmp_path, capsys):
+    """Check that splits holding a single class fail with one line, before fitting."""
+    _write_splits(tmp_path, {"train": (4, 4), "valid": (4, 4)}, classes=("3",))
+    assert main(["--data", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    train = str(tmp_path / "train")
+    assert err == (
+        f"sk-meanclf: error: The training split {train!r} holds only the class "
+        "'3'; a nearest class mean needs at least two classes.\n"
+    )
+
+
+def test_image_sizes_differ_between_splits(tmp_path, capsys):
+    """Check that splits of different image sizes fail naming both folders and sizes."""
+    _write_splits(tmp_path, {"train": (4, 4), "valid": (5, 6)})
+    assert main(["--data", str(tmp_path), "-q"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    train, valid = str(tmp_path / "train"), str(tmp_path / "valid")
+    assert err == (
+        f"sk-meanclf: error: The images in {train!r} are 4x4 pixels but those in "
+        f"{valid!r} are 5x6 pixels (height x width); both splits must hold images "
+        "of one size.\n"
+    )
+
+
+def test_more_folds_than_the_smallest_class(tmp_path, capsys):
+    """Check that --cv K above the smallest class fails before any output."""
+    assert main(["--dataset", "digits", "--cv", "135", "-q"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "sk-meanclf: error: Expected --cv K to be at most 134, the number of "
+        "training images of the smallest class ('7'), got 135.\n"
+    )
+    assert main(["--dataset", "digits", "--cv", "134", "-q"]) == 0
+    assert "134-fold cross-validation on the training split" in capsys.readouterr().out
+
+    _write_splits(tmp_path, {"train": (4, 4), "valid": (4, 4)})
+    out_dir = tmp_path / "figure"
+    assert main(["--data", str(tmp_path), "--cv", "2", "--out", str(out_dir)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "sk-meanclf: error: Expected --cv K to be at most 1, the number of training "
+        "images of the smallest class ('3'), got 2.\n"
+    )
+    assert not out_dir.exists()
+
+
+def _out_cases(tmp_path):
+    afile = tmp_path / "afile.png"
+    afile.write_bytes(b"")
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    return {
+        "existing file": (afile, f"--out {str(afile)!r} exists and is not a folder"),
+        "under a file": (
+            afile / "sub",
+            f"--out {str(afile / 'sub')!r} cannot be created: {str(afile)!r} is not "
+            "a folder.",
+        ),
+        "under a dangling link": (
+            dangling / "sub",
+            f"--out {str(dangling / 'sub')!r} cannot be created: {str(dangling)!r} "
+            "is not a folder.",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["existing file", "under a file", "under a dangling link"]
+)
+def test_out_cannot_be_written(tmp_path, capsys, case):
+    """Check that an --out path that cannot be a folder fails before any output."""
+    path, message = _out_cases(tmp_path)[case]
+    before = sorted(tmp_path.iterdir())
+    assert main(["--dataset", "digits", "--out", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"sk-meanclf: error: {message}")
+    assert err.count("\n") == 1
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_figure_write_error_is_one_line(monkeypatch, tmp_path, capsys):
+    """Check that a figure that fails to save late still ends in one error line."""
+    import sk_meanclf._cli
+
+    def full_disk(data, results, out_dir):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sk_meanclf._cli, "save_figure", full_disk)
+    out_dir = tmp_path / "fig"
+    assert main(["--dataset", "digits", "--out", str(out_dir), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"sk-meanclf: error: Could not write the figure into {str(out_dir)!r}: "
+        "[Errno 28] No space left on device.\n"
+    )
 
 
 def test_folder_without_splits(tmp_path, capsys):
@@ -332,6 +482,8 @@ def test_help_documents_every_option(capsys):
         (["--cv", "many"], "'many'"),
         (["--dataset", "cifar"], "'cifar'"),
         (["--dataset", "digits", "--data", "x"], "exclude each other"),
+        (["-v", "-q"], "argument -q/--quiet: not allowed with argument -v/--verbose"),
+        (["-q", "-vv"], "argument -v/--verbose: not allowed with argument -q/--quiet"),
     ],
 )
 def test_bad_command_line(argv, message, capsys):

@@ -17,14 +17,14 @@ EXAMPLES = REPO / "examples"
 pytestmark = pytest.mark.slow
 
 
-def _run_example(name, fastai_home, cwd, **env_extra):
-    """Run one example script as a user would and return what it printed."""
+def _run_script(name, fastai_home, cwd, **env_extra):
+    """Run one example script as a user would and return the finished process."""
     env = dict(os.environ, MPLBACKEND="Agg", FASTAI_HOME=str(fastai_home))
     env.update(env_extra)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO), *filter(None, [env.get("PYTHONPATH")])]
     )
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(EXAMPLES / name)],
         capture_output=True,
         text=True,
@@ -33,6 +33,11 @@ def _run_example(name, fastai_home, cwd, **env_extra):
         timeout=600,
         stdin=subprocess.DEVNULL,
     )
+
+
+def _run_example(name, fastai_home, cwd, **env_extra):
+    """Run one example script to the end and return the lines it printed."""
+    result = _run_script(name, fastai_home, cwd, **env_extra)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.splitlines()
 
@@ -175,11 +180,38 @@ def test_ten_digits(mnist_png_home, tmp_path):
     assert "training images: 3000, test images: 1000" in lines
     X_train, y_train = arrays["training"]
     X_test, y_test = arrays["testing"]
+    quoted = {}
     for centroid in ("mean", "median"):
         for norm in ("l1", "l2"):
             predicted = _nearest_mean_predict(X_train, y_train, X_test, norm, centroid)
             printed = _value(lines, f"test accuracy, {centroid} centroid, {norm} norm:")
             assert printed == f"{np.mean(predicted == y_test):.4f}"
+            quoted[centroid, norm] = printed
+
+    # The README's Limits quote these figures for this very subset.
+    limits = (REPO / "README.md").read_text().split("## Limits")[1]
+    limits = " ".join(limits.split())
+    found = re.findall(r"(\d\.\d{4}) \((mean|median), (l1|l2)\)", limits)
+    assert {(c, n): value for value, c, n in found} == quoted
+    assert "first 300 images for training and the next 100 for testing" in limits
+
+
+def test_ten_digits_without_data_stops_with_one_line(tmp_path):
+    """Check that the ten-digit example without MNIST at hand exits with one line."""
+    pytest.importorskip("fastai")
+    home = tmp_path / "empty_home"
+    # A proxy on a closed local port makes every download fail at once.
+    proxy = "http://127.0.0.1:9"
+    env = {name: proxy for name in ("http_proxy", "https_proxy", "HTTP_PROXY")}
+    env.update(HTTPS_PROXY=proxy, no_proxy="", NO_PROXY="", HOME=str(tmp_path))
+    result = _run_script("plot_ten_digits.py", home, tmp_path, **env)
+    assert result.returncode == 1
+    err = result.stderr.strip()
+    assert "\n" not in err
+    assert err.startswith("Could not fetch MNIST from ")
+    folder = home / "data" / "mnist_png"
+    assert f"To work offline, put the extracted folder at {str(folder)!r}" in err
+    assert not folder.exists()
 
 
 def test_dask_cluster(fastai_home, mnist_sample_arrays, tmp_path):

@@ -2,6 +2,7 @@
 
 import os
 import re
+import subprocess
 import sys
 import urllib.error
 from pathlib import Path
@@ -296,6 +297,29 @@ def test_text_classes_give_string_targets(tmp_path, digits):
     assert bunch.target.tolist() == ["3", "3", "seven"]
 
 
+@pytest.mark.parametrize(
+    "names",
+    [["03", "3"], ["3", "07"], ["0", "00"], ["+3", "7"], ["3", " 7"], ["3_0", "7"]],
+)
+def test_non_canonical_integer_names_stay_strings(tmp_path, digits, names):
+    """Check that names that are not canonical integers keep string labels."""
+    for k, name in enumerate(names):
+        _png(tmp_path / name / "a.png", digits[k][0])
+    bunch = load_image_folder(tmp_path)
+    assert bunch.target_names == sorted(names)
+    assert bunch.target.tolist() == sorted(names)
+    assert len(set(bunch.target.tolist())) == len(names)
+
+
+def test_canonical_integer_names_give_integer_targets(tmp_path, digits):
+    """Check that 0 and multi-digit names without leading zeros give integers."""
+    for name in ["0", "10", "3"]:
+        _png(tmp_path / name / "a.png", digits[int(name) % 10][0])
+    bunch = load_image_folder(tmp_path)
+    assert bunch.target_names == ["0", "3", "10"]
+    assert bunch.target.tolist() == [0, 3, 10]
+
+
 def test_symlinked_class_folder_is_followed(tmp_path, digits):
     """Check that a class folder that is a symbolic link is read like a folder."""
     _png(tmp_path / "elsewhere" / "a.png", digits[7][0])
@@ -498,6 +522,21 @@ def test_unreadable_image(sample_layout, damage):
     np.testing.assert_array_equal(bunch.target, expected["train"][1])
 
 
+@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n broken", b"text", b""])
+def test_unidentified_image_message_names_the_file(sample_layout, content):
+    """Check that an unidentifiable file's error names its path and no object repr."""
+    root, _ = sample_layout
+    bad = root / "valid" / "3" / "2.png"
+    bad.write_bytes(content)
+    match = (
+        f"^Cannot read the image {_escaped(bad)}: Pillow cannot identify it as an "
+        "image \\(the file is damaged or not an image\\)\\.$"
+    )
+    with pytest.raises(OSError, match=match) as info:
+        load_image_folder(root, split="valid")
+    assert "object at 0x" not in str(info.value)
+
+
 @pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() == 0,
     reason="file permissions do not bind the root user",
@@ -698,3 +737,40 @@ def test_bench_loader_rows(sample_layout):
         assert names[0] == bench.BOOK and rows[0][2] == 1.0
     for _, seconds, ratio in rows:
         assert seconds > 0 and (ratio is None or ratio > 0)
+
+
+def test_docstring_names_existing_extras():
+    """Check that every extra the loader's docstring names is one pyproject declares."""
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    named = re.findall(r"the ``([\w-]+)`` extra", load_image_folder.__doc__)
+    assert named == ["fast"]
+    assert set(named) <= set(extras)
+
+
+def test_fetch_silences_only_torch_jit_warning(fastai_home):
+    """Check that fetching shows no torch.jit.script FutureWarning, and others pass."""
+    pytest.importorskip("fastai")
+    code = (
+        "import warnings\n"
+        "from sk_meanclf.datasets import fetch_mnist_sample\n"
+        "print(fetch_mnist_sample())\n"
+        "warnings.warn('`torch.jit.script` is deprecated (after)', FutureWarning)\n"
+    )
+    env = dict(os.environ, FASTAI_HOME=str(fastai_home))
+    repo = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([repo, *filter(None, [env.get("PYTHONPATH")])])
+    result = subprocess.run(
+        [sys.executable, "-W", "always::FutureWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{fastai_home / 'data' / 'mnist_sample'}\n"
+    warned = [line for line in result.stderr.splitlines() if "FutureWarning" in line]
+    assert len(warned) == 1
+    assert "is deprecated (after)" in warned[0]

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,15 @@ def fetch_fastai(name):
             f"Expected `name` to be one of {accepted} (in any case), got {name!r}."
         )
     try:
-        from fastai.data.external import URLs, untar_data
+        # Importing fastai makes torch warn that torch.jit.script is deprecated,
+        # which users of this function cannot act on; silence that warning only.
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore",
+                message=r"`torch\.jit\.script` is deprecated",
+                category=FutureWarning,
+            )
+            from fastai.data.external import URLs, untar_data
     except ImportError as exc:
         raise ImportError(
             f"fetch_fastai({name!r}) needs fastai; install it with "

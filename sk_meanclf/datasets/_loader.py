@@ -32,7 +32,9 @@ IMAGE_EXTENSIONS = frozenset(
         ".webp",
     }
 )
-_INTEGER = re.compile(r"[0-9]+")
+# A canonical decimal integer: no sign, no leading zero, no space or underscore,
+# so that two folder names never stand for the same integer label.
+_INTEGER = re.compile(r"0|[1-9][0-9]*")
 _UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 _PROGRESS_STEP = 256
 _SHOWN_SKIPPED = 5
@@ -115,9 +117,13 @@ def _list_images(class_dir, with_stat):
 
 
 def _class_order(names):
-    """Sort class folder names: by value when all are integers, else as text."""
+    """Sort class folder names: by value when all are integers, else as text.
+
+    Only canonical integers (``"0"``, ``"7"``, ``"10"``, not ``"03"``) count, so
+    that names and integer labels map one to one.
+    """
     if names and all(_INTEGER.fullmatch(n) for n in names):
-        return sorted(names, key=lambda n: (int(n), n)), True
+        return sorted(names, key=int), True
     return sorted(names), False
 
 
@@ -152,6 +158,20 @@ def _resolve_classes(base, classes):
     return _class_order(wanted)
 
 
+def _reason(exc):
+    """Say why a file could not be decoded, without Pillow's in-memory file repr."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        # Pillow's message names the in-memory buffer it was given, not the file.
+        return (
+            "Pillow cannot identify it as an image (the file is damaged or not "
+            "an image)."
+        )
+    reason = " ".join(str(exc).split()).rstrip(".")
+    return f"{reason or type(exc).__name__}."
+
+
 def _progress_bar(progress, total):
     if progress is None:
         progress = sys.stderr is not None and sys.stderr.isatty()
@@ -184,7 +204,9 @@ def _decode_all(paths, on_error, progress):
                 ) from exc
             except _UNREADABLE as exc:
                 if on_error == "raise":
-                    raise OSError(f"Cannot read the image {path!r}: {exc}") from exc
+                    raise OSError(
+                        f"Cannot read the image {path!r}: {_reason(exc)}"
+                    ) from exc
                 kept[i] = False
                 skipped.append(path)
                 continue
@@ -271,7 +293,9 @@ def load_image_folder(
             ``scale=False``).
         target : ndarray of shape (n_images,)
             The class of each image: integers when every class folder name is
-            an integer (as in MNIST), else the folder names as strings.
+            an integer written without sign or leading zero (as in MNIST), so
+            that names and integers map one to one; else the folder names as
+            strings (``"03"`` and ``"3"`` stay two classes).
         target_names : list of str
             The class folder names, in the order read.
         images : ndarray of shape (n_images, height, width)
@@ -315,7 +339,7 @@ def load_image_folder(
     16-bit greyscale is scaled to 0..255 (rounded, not clipped), transparent
     pixels are shown on a white background, and colour and palette images go
     through Pillow's conversion to luma. Plain 8-bit greyscale PNGs are decoded
-    with libspng when ``pyspng`` is installed (the ``fast-png`` extra), which
+    with libspng when ``pyspng`` is installed (the ``fast`` extra), which
     gives Pillow's pixels faster.
 
     The cache checks the name, size, modification time, status change time and
