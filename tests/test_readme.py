@@ -3,7 +3,10 @@
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from sk_meanclf import NearestMeanImageClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -45,6 +48,36 @@ def test_quick_start_prints_what_the_readme_shows(fastai_home, monkeypatch, caps
     exec(compile(code, str(REPO / "README.md"), "exec"), namespace)
     assert capsys.readouterr().out == shown
     assert namespace["clf"].centroids_.shape == (2, 784)
+
+
+def test_dask_and_torch_blocks_match_numpy(fastai_home, monkeypatch):
+    """Check that the Dask and torch blocks run after the quick start and agree."""
+    pytest.importorskip("dask.array")
+    pytest.importorskip("torch")
+    pytest.importorskip("array_api_compat")
+    quick = re.search(r"```python\n(.*?)```", _section("Quick start"), re.S).group(1)
+    blocks = re.findall(
+        r"```python\n(.*?)```", _section("Dask arrays and torch tensors"), re.S
+    )
+    assert len(blocks) == 2
+    monkeypatch.setenv("FASTAI_HOME", str(fastai_home))
+    namespace = {"__name__": "readme_quick_start"}
+    exec(compile(quick, str(REPO / "README.md"), "exec"), namespace)
+    expected = {
+        norm: NearestMeanImageClassifier(norm=norm)
+        .fit(namespace["X_train"], namespace["y_train"])
+        .predict(namespace["X_train"])
+        for norm in ("l1", "l2")
+    }
+
+    exec(compile(blocks[0], str(REPO / "README.md"), "exec"), namespace)
+    np.testing.assert_array_equal(namespace["labels"].compute(), expected["l2"])
+
+    exec(compile(blocks[1], str(REPO / "README.md"), "exec"), namespace)
+    labels = namespace["labels"]
+    assert type(labels).__module__ == "torch"
+    assert labels.device == namespace["X"].device
+    np.testing.assert_array_equal(labels.cpu().numpy(), expected["l1"])
 
 
 def test_two_commands_are_in_readme_and_ci():
