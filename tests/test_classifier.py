@@ -323,10 +323,12 @@ def test_chunk_size_bounds_memory():
     n, p, k = 200_000, 784, 10
     rows = _chunk_n_rows(n, p, k, np.float32)
     assert 1 <= rows < n
-    assert rows * (k + 1) * p * 4 <= _MAX_WORKING_MEMORY_MIB * 2**20
+    # One copy of each row and 128 bytes per class, beside 9 MiB of scratch.
+    assert rows * (p * 4 + 128 * k) <= (_MAX_WORKING_MEMORY_MIB - 9) * 2**20
+    assert (rows + 1) * (p * 4 + 128 * k) > (_MAX_WORKING_MEMORY_MIB - 9) * 2**20
     with config_context(working_memory=4):
         small = _chunk_n_rows(n, p, k, np.float64)
-    assert small * (k + 1) * p * 8 <= 4 * 2**20
+    assert 1 <= small * (p * 8 + 128 * k) <= 4 * 2**20
     assert _chunk_n_rows(5, p, k, np.float64) == 5
     assert _chunk_n_rows(n, 10**9, k, np.float64) == 1
 
