@@ -426,3 +426,23 @@ def test_distances_to_100_centroids_match_float64_reference(t10k, use_numba, nor
     assert D.dtype == np.float32
     assert_array_equal(D.argmin(axis=1), reference.argmin(axis=1))
     assert_allclose(D, reference, rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize("n_classes", [10, 100])
+def test_distances_of_a_row_do_not_depend_on_its_chunk(
+    t10k, use_numba, norm, n_classes
+):
+    """Check that a row gets bit-identical distances in any chunk of rows."""
+    X, y = t10k
+    X = X[:3000]
+    y = y[:3000] * 10 + np.arange(3000) % 10 if n_classes == 100 else y[:3000]
+    centroids = _centroids(X, y, n_classes, "mean")
+    whole = distances(X, centroids, norm)
+    for size in [1, 7, 333, 1000, 2999]:
+        rows = 300 if size == 1 else len(X)
+        parts = [
+            distances(X[start : min(start + size, rows)], centroids, norm)
+            for start in range(0, rows, size)
+        ]
+        assert_array_equal(np.concatenate(parts), whole[:rows], err_msg=str(size))
