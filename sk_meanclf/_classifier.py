@@ -785,8 +785,9 @@ def _class_summaries(X, y_index, n_classes, sample_weight):
     its rows and its mean, summed over features. One pass over `X` gives the
     class sums and the sums of squared row norms, whose difference is the
     scatter; a class whose difference could lose more than ``2**-10`` of its
-    value to rounding (a mean far larger than the spread around it) is measured
-    again directly against its mean. A NaN or infinite value makes the sums of
+    value to rounding (``2**-30`` for float64 rows), as when its mean is far
+    larger than the spread around it, is measured again directly against its
+    mean. A NaN or infinite value makes the sums of
     its class non-finite, which raises a ValueError as scikit-learn's check of
     `X` does.
     """
@@ -807,7 +808,10 @@ def _class_summaries(X, y_index, n_classes, sample_weight):
         # Each squared norm is rounded in `dtype` with a relative error below
         # (n_features + 2) eps; the float64 sums add far less.
         bound = (n_features + 2) * np.finfo(dtype).eps * squares
-    direct = seen & ~(bound <= 2.0**-10 * scatter)
+    # Within 2**-10 of the scatter for float32 rows (the direct pass sums
+    # float32 squares too), within 2**-30 for float64 rows.
+    tolerance = 2.0**-10 if dtype == np.float32 else 2.0**-30
+    direct = seen & ~(bound <= tolerance * scatter)
     if direct.any():
         scatter[direct] = _direct_scatter(X, y_index, means, sample_weight)[direct]
     np.maximum(scatter, 0.0, out=scatter)

@@ -11,6 +11,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sk_meanclf import _kernels
 from sk_meanclf._kernels import (
     class_medians,
+    class_moments,
     class_scatter,
     class_sums,
     distances,
@@ -446,3 +447,24 @@ def test_distances_of_a_row_do_not_depend_on_its_chunk(
             for start in range(0, rows, size)
         ]
         assert_array_equal(np.concatenate(parts), whole[:rows], err_msg=str(size))
+
+
+def test_class_moments_match_float64_sums(t10k):
+    """Check one-pass class sums and squared norms on grouped and shuffled rows."""
+    X, y = t10k
+    X64 = X.astype(np.float64)
+    sample_weight = np.random.default_rng(7).uniform(0.0, 3.0, size=len(y))
+    order = np.argsort(y, kind="stable")
+    for w in [None, sample_weight]:
+        unit = np.ones(len(y)) if w is None else w
+        expected_sums = [unit[y == k] @ X64[y == k] for k in range(10)]
+        expected_squares = [unit[y == k] @ (X64[y == k] ** 2).sum(1) for k in range(10)]
+        for rows in [slice(None), order]:
+            sums, weights, squares = class_moments(
+                X[rows], y[rows], 11, None if w is None else w[rows]
+            )
+            assert sums.dtype == squares.dtype == np.float64
+            assert_allclose(sums[:10], expected_sums, rtol=1e-12)
+            assert_array_equal(sums[10], 0.0)
+            assert_allclose(weights, [unit[y == k].sum() for k in range(10)] + [0])
+            assert_allclose(squares, expected_squares + [0.0], rtol=1e-6)
