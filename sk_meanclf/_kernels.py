@@ -740,5 +740,6 @@ def distances(X, centroids, norm):
         np.maximum(total, 0, out=total)
         total /= dtype.type(n_features)
         out = np.sqrt(total, out=total)
-    _settle_near_ties(X, exact_centroids, norm, out, score, bound.astype(dtype))
+    bound = bound.astype(dtype, copy=False)
+    _settle_near_ties(X, exact_centroids, norm, out, score, bound)
     return out
