@@ -18,6 +18,13 @@ from sk_meanclf import _array_api, _dask, _kernels
 # Upper bound, in MiB, on the temporaries of one row chunk, whatever
 # ``sklearn.get_config()["working_memory"]`` says (it defaults to 1 GiB).
 _MAX_WORKING_MEMORY_MIB = 32
+# MiB of that bound left to the kernels' scratch arrays, whose size does not
+# depend on the chunk: the float64 block that settles near ties (8 MiB) and the
+# block of the numpy l1 kernel (1 MiB).
+_KERNEL_SCRATCH_MIB = 9
+# Bytes per row and class of the per-chunk results: distances, bounds and
+# scores in the working dtype, likelihoods and probabilities in float64.
+_BYTES_PER_CLASS = 128
 
 _NORMS = ("l1", "l2")
 _CENTROIDS = ("mean", "median")
@@ -35,9 +42,11 @@ def _work_dtype(dtype):
 def _chunk_n_rows(n_samples, n_features, n_classes, dtype):
     """Return how many rows one chunk of prediction or fitting may hold.
 
-    A row is budgeted as a full ``(n_classes + 1, n_features)`` block of `dtype`
-    plus a few ``(n_classes,)`` float64 rows, so even a kernel that broadcasts
-    all class differences at once stays within the memory bound.
+    A row is budgeted as what the kernels allocate per row: one copy of the row
+    in `dtype` (the cast of integer input) and ``_BYTES_PER_CLASS`` bytes per
+    class for the distances, bounds, likelihoods and probabilities. The
+    kernels never build an ``(n_rows, n_classes, n_features)`` array; their
+    fixed scratch arrays are set aside from the budget.
 
     Parameters
     ----------
@@ -56,9 +65,11 @@ def _chunk_n_rows(n_samples, n_features, n_classes, dtype):
         Rows per chunk, at least 1.
     """
     itemsize = np.dtype(dtype).itemsize
-    row_bytes = itemsize * n_features * (n_classes + 1) + 8 * 4 * n_classes
-    # The same arithmetic as scikit-learn's private ``get_chunk_n_rows``.
+    row_bytes = itemsize * n_features + _BYTES_PER_CLASS * n_classes
     working_memory = min(get_config()["working_memory"], _MAX_WORKING_MEMORY_MIB)
+    # With the default setting, 23 MiB go to the rows; a smaller setting is
+    # shared in the same proportion.
+    working_memory *= 1 - _KERNEL_SCRATCH_MIB / _MAX_WORKING_MEMORY_MIB
     n_rows = int(working_memory * 2**20 // row_bytes)
     return max(1, min(n_rows, n_samples))
 
@@ -76,7 +87,8 @@ def _distances(X, centroids, norm):
     X : ndarray of shape (n_samples, n_features)
         One chunk of rows.
     centroids : ndarray of shape (n_classes, n_features)
-        Class centroids, all finite.
+        Class centroids, all finite; in float64 (as fitted), so that rows near
+        a tie are settled against the exact centroids.
     norm : {"l1", "l2"}
         Distance to compute.
 
@@ -88,8 +100,8 @@ def _distances(X, centroids, norm):
     """
     dtype = _work_dtype(X.dtype)
     Xw = X.astype(dtype, copy=False)
-    D = _kernels.distances(Xw, centroids.astype(dtype, copy=False), norm)
-    if dtype == np.float32:
+    D = _kernels.distances(Xw, centroids, norm)
+    if dtype == np.float32 and not np.isfinite(D).all():
         overflow = ~np.isfinite(D).all(axis=1)
         if overflow.any():
             D64 = _kernels.distances(
@@ -284,7 +296,8 @@ class NearestMeanImageClassifier(
         if backend is not None:
             return backend.fit(self, X, y, sample_weight)
 
-        X, y = validate_data(self, X, y, dtype="numeric")
+        # Non-finite values are detected from the class sums, without a pass.
+        X, y = validate_data(self, X, y, dtype="numeric", ensure_all_finite=False)
         check_classification_targets(y)
         classes, y_index = np.unique(y, return_inverse=True)
         if classes.shape[0] < 2:
@@ -362,7 +375,9 @@ class NearestMeanImageClassifier(
         else:
             classes = self.classes_
 
-        X, y = validate_data(self, X, y, dtype="numeric", reset=first_call)
+        X, y = validate_data(
+            self, X, y, dtype="numeric", reset=first_call, ensure_all_finite=False
+        )
         check_classification_targets(y)
         unknown = np.setdiff1d(y, classes)
         if unknown.size:
@@ -636,6 +651,8 @@ class NearestMeanImageClassifier(
             )
 
         self.centroids_ = centroids.astype(self._dtype)
+        # The float64 centroids settle the rows near a tie exactly.
+        self._exact_centroids = np.where(seen[:, None], centroids, 0.0)
         self.class_count_ = self._weights.copy()
         self.class_prior_ = class_prior
         self.scale_ = float(
@@ -647,7 +664,10 @@ class NearestMeanImageClassifier(
 
     def _validate_for_prediction(self, X):
         check_is_fitted(self)
-        return validate_data(self, X, dtype="numeric", reset=False)
+        # Non-finite values are detected from the distances of each chunk.
+        return validate_data(
+            self, X, dtype="numeric", reset=False, ensure_all_finite=False
+        )
 
     def _iter_chunks(self, X, likelihood=True):
         """Yield ``(rows, distances, joint log-likelihood)`` over row chunks.
@@ -657,12 +677,19 @@ class NearestMeanImageClassifier(
         """
         n_samples, n_features = X.shape
         dtype = _work_dtype(X.dtype)
-        centroids = np.where(self._seen[:, None], self.centroids_, 0)
+        centroids = self._exact_centroids
         chunk = _chunk_n_rows(n_samples, n_features, centroids.shape[0], dtype)
         for start in range(0, n_samples, chunk):
             rows = slice(start, min(start + chunk, n_samples))
-            D = _distances(X[rows], centroids, self.norm)
-            D[:, ~self._seen] = np.inf
+            with np.errstate(invalid="ignore"):
+                D = _distances(X[rows], centroids, self.norm)
+            if not np.isfinite(D).all():
+                # A NaN or infinite value of a row makes its distances NaN or
+                # infinite; finite rows give finite float64 distances unless
+                # they are near the float64 limit.
+                _check_all_finite(X[rows])
+            if not self._seen.all():
+                D[:, ~self._seen] = np.inf
             if not likelihood:
                 yield rows, D, None
                 continue
@@ -680,15 +707,19 @@ class NearestMeanImageClassifier(
         n_features = self.n_features_in_
         D = D.astype(np.float64)
         eligible = np.isfinite(self._log_prior)
-        D_min = D[:, eligible].min(axis=1, keepdims=True)
+        every = eligible.all()
+        D_min = _kernels.row_min(D if every else D[:, eligible])[:, None]
         with np.errstate(over="ignore", invalid="ignore"):
             if self.norm == "l2":
-                excess = (D - D_min) * (D + D_min)
-                jll = -(n_features / (2.0 * self._variance)) * excess
+                jll = D - D_min
+                jll *= D + D_min
+                jll *= -(n_features / (2.0 * self._variance))
             else:
                 scale = np.sqrt(self._variance / 2.0)
-                jll = -(n_features / scale) * (D - D_min)
-        jll[:, ~eligible] = -np.inf
+                jll = D - D_min
+                jll *= -(n_features / scale)
+        if not every:
+            jll[:, ~eligible] = -np.inf
         if isinstance(self.priors, str) and self.priors == "uniform":
             # A constant log prior would only add rounding.
             return jll
@@ -708,6 +739,18 @@ def _softmax(jll):
     if rows.size:
         proba[rows, best[rows]] = np.nextafter(proba[rows, best[rows]], 2.0)
     return proba
+
+
+def _check_all_finite(X):
+    """Raise a ValueError if `X` holds NaN or infinite values, as scikit-learn does."""
+    if X.dtype.kind not in "fc":
+        return
+    if np.isnan(X).any():
+        raise ValueError("Input X contains NaN.")
+    if not np.isfinite(X).all():
+        raise ValueError(
+            f"Input X contains infinity or a value too large for {X.dtype!r}."
+        )
 
 
 def _check_sample_weight(sample_weight, n_samples):
@@ -739,54 +782,59 @@ def _class_summaries(X, y_index, n_classes, sample_weight):
     """Return per-class weighted sums, weights and scatter of the rows of `X`.
 
     The scatter of a class is the weighted sum of squared differences between
-    its rows and its mean, summed over features.
+    its rows and its mean, summed over features. One pass over `X` gives the
+    class sums and the sums of squared row norms, whose difference is the
+    scatter; a class whose difference could lose more than ``2**-10`` of its
+    value to rounding (``2**-30`` for float64 rows), as when its mean is far
+    larger than the spread around it, is measured again directly against its
+    mean. A NaN or infinite value makes the sums of
+    its class non-finite, which raises a ValueError as scikit-learn's check of
+    `X` does.
     """
     n_samples, n_features = X.shape
     dtype = _work_dtype(X.dtype)
-    chunk = _chunk_n_rows(n_samples, n_features, 1, dtype)
-    sums = np.zeros((n_classes, n_features), dtype=np.float64)
-    weights = np.zeros(n_classes, dtype=np.float64)
-    for start in range(0, n_samples, chunk):
-        rows = slice(start, start + chunk)
-        w = None if sample_weight is None else sample_weight[rows]
-        chunk_sums, chunk_weights = _kernels.class_sums(
-            X[rows].astype(dtype, copy=False), y_index[rows], n_classes, w
-        )
-        sums += chunk_sums
-        weights += chunk_weights
+    sums, weights, squares = _kernels.class_moments(
+        X, y_index, n_classes, sample_weight, dtype
+    )
+    if not (np.isfinite(sums).all() and np.isfinite(squares).all()):
+        _check_all_finite(X)
 
     seen = weights > 0
     means = np.zeros_like(sums)
     means[seen] = sums[seen] / weights[seen, None]
-    means = means.astype(dtype)
     scatter = np.zeros(n_classes, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scatter[seen] = squares[seen] - np.einsum("ij,ij->i", sums[seen], means[seen])
+        # Each squared norm is rounded in `dtype` with a relative error below
+        # (n_features + 2) eps; the float64 sums add far less.
+        bound = (n_features + 2) * np.finfo(dtype).eps * squares
+    # Within 2**-10 of the scatter for float32 rows (the direct pass sums
+    # float32 squares too), within 2**-30 for float64 rows.
+    tolerance = 2.0**-10 if dtype == np.float32 else 2.0**-30
+    direct = seen & ~(bound <= tolerance * scatter)
+    if direct.any():
+        scatter[direct] = _direct_scatter(X, y_index, means, sample_weight)[direct]
+    np.maximum(scatter, 0.0, out=scatter)
+    return sums, weights, scatter
+
+
+def _direct_scatter(X, y_index, means, sample_weight):
+    """Return the scatter of each class measured against its mean, row by row."""
+    dtype = _work_dtype(X.dtype)
+    if X.dtype == dtype:
+        return _kernels.class_scatter(X, y_index, means, sample_weight)
+    n_samples, n_features = X.shape
+    chunk = _chunk_n_rows(n_samples, n_features, 1, dtype)
+    scatter = np.zeros(means.shape[0], dtype=np.float64)
     for start in range(0, n_samples, chunk):
         rows = slice(start, start + chunk)
-        Xc = X[rows].astype(dtype, copy=False)
-        yc = y_index[rows]
-        for k in np.flatnonzero(seen):
-            mask = yc == k
-            if not mask.any():
-                continue
-            rmse = _kernels.distances(Xc[mask], means[k : k + 1], "l2")[:, 0]
-            squares = n_features * rmse.astype(np.float64) ** 2
-            if sample_weight is not None:
-                squares *= sample_weight[rows][mask]
-            scatter[k] += squares.sum()
-    return sums, weights, scatter
+        w = None if sample_weight is None else sample_weight[rows]
+        Xw = X[rows].astype(dtype)
+        scatter += _kernels.class_scatter(Xw, y_index[rows], means, w)
+    return scatter
 
 
 def _class_medians(X, y_index, weights, sample_weight):
     """Return the weighted per-feature median of each class with positive weight."""
-    dtype = _work_dtype(X.dtype)
-    medians = np.full((weights.shape[0], X.shape[1]), np.nan)
-    for k in np.flatnonzero(weights > 0):
-        mask = y_index == k
-        Xk = X[mask].astype(dtype, copy=False)
-        if sample_weight is None:
-            medians[k] = _kernels.weighted_median(Xk)
-        else:
-            w = sample_weight[mask]
-            keep = w > 0
-            medians[k] = _kernels.weighted_median(Xk[keep], w[keep])
-    return medians
+    medians = _kernels.class_medians(X, y_index, weights.shape[0], sample_weight)
+    return np.where((weights > 0)[:, None], medians, np.nan)

@@ -11,6 +11,7 @@ the first ``l1`` distance is computed, and the compiled kernel is kept for the r
 of the process (and cached on disk by numba).
 """
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -35,11 +36,19 @@ _BLOCK_BYTES = 4 << 20
 # Multiply-adds (rows x classes x features) below which a kernel runs on the
 # calling thread alone.
 _PARALLEL_WORK = 1 << 22
-# Smallest product that the l2 distances hand to BLAS.
-_BLAS_MIN_CLASSES = 16
-_BLAS_MIN_ROWS = 1024
+# Rows of every BLAS call of the l2 products are a multiple of this, so that no
+# row falls on the edge of a call, where BLAS rounds differently.
+_BLAS_ROWS = 128
+# The BLAS libraries (a threadpoolctl selection), found on first use, and how
+# many calls currently hold them to one thread.
+_BLAS = None
+_BLAS_USERS = 0
+_BLAS_LIMITER = None
+_BLAS_LOCK = threading.Lock()
 # Bytes of the float64 scratch array used to recompute rows near a tie.
 _REFINE_BYTES = 8 << 20
+# Largest number of columns that row-wise reductions handle column by column.
+_FEW_COLUMNS = 16
 
 
 def _rows_per_block(n_features, itemsize, budget=None):
@@ -120,6 +129,107 @@ def class_sums(X, y_index, n_classes, sample_weight=None):
         for first, last in zip(np.r_[0, cuts], np.r_[cuts, stop - start], strict=True):
             sums[labels[first]] += block[first:last].sum(axis=0, dtype=np.float64)
     return sums, weights
+
+
+def class_moments(X, y_index, n_classes, sample_weight=None, dtype=None):
+    """Return per-class weighted sums, weights and sums of squared row norms.
+
+    One pass over the rows, in blocks of bounded size shared over one thread per
+    CPU: each block is summed into its classes in float64 while it is in cache,
+    and the squared norms of its rows are taken from the same block. The result
+    depends only on the input and the number of CPUs.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Rows to accumulate, in any numeric dtype.
+    y_index : ndarray of shape (n_samples,), dtype=intp
+        Class index of each row, in ``range(n_classes)``.
+    n_classes : int
+        Number of classes.
+    sample_weight : ndarray of shape (n_samples,), default=None
+        Weight of each row; every row weighs 1 when None.
+    dtype : dtype, default=None
+        Floating dtype in which the squared norms of the rows are computed; the
+        dtype of `X` when None. The sums are always accumulated in float64.
+
+    Returns
+    -------
+    sums : ndarray of shape (n_classes, n_features), dtype=float64
+        Sum of the weighted rows of each class.
+    weights : ndarray of shape (n_classes,), dtype=float64
+        Summed weight of each class.
+    squares : ndarray of shape (n_classes,), dtype=float64
+        ``sum(w_i * ||x_i||^2)`` over the rows ``i`` of each class, each squared
+        norm rounded in `dtype`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sk_meanclf._kernels import class_moments
+    >>> X = np.array([[1.0, 2.0], [3.0, 4.0], [10.0, 20.0]], dtype=np.float32)
+    >>> sums, weights, squares = class_moments(X, np.array([0, 0, 1]), 2)
+    >>> sums
+    array([[ 4.,  6.],
+           [10., 20.]])
+    >>> weights
+    array([2., 1.])
+    >>> squares
+    array([ 30., 500.])
+    """
+    n_samples, n_features = X.shape
+    dtype = np.dtype(X.dtype if dtype is None else dtype)
+    y_index = np.asarray(y_index, dtype=np.intp)
+    if sample_weight is None:
+        weights = np.bincount(y_index, minlength=n_classes).astype(np.float64)
+    else:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        weights = np.bincount(y_index, weights=sample_weight, minlength=n_classes)
+    # Rows already grouped by class (as loaded from folders) are summed in place.
+    grouped = bool(np.all(y_index[1:] >= y_index[:-1]))
+    cast = X.dtype != dtype
+    step = _rows_per_block(n_features, 8 if cast or sample_weight is not None else 4)
+    partial = {}
+
+    def work(a, b):
+        # Non-finite input only makes its class sums non-finite; the caller
+        # reports it.
+        with np.errstate(invalid="ignore", over="ignore"):
+            partial[a] = summarize(a, b)
+
+    def summarize(a, b):
+        sums = np.zeros((n_classes, n_features), dtype=np.float64)
+        squares = np.zeros(n_classes, dtype=np.float64)
+        for start in range(a, b, step):
+            stop = min(start + step, b)
+            block = X[start:stop].astype(dtype, copy=False)
+            labels = y_index[start:stop]
+            norms = np.einsum("ij,ij->i", block, block).astype(np.float64)
+            if sample_weight is not None:
+                w = sample_weight[start:stop]
+                norms *= w
+                block = block * w[:, None]
+            squares += np.bincount(labels, weights=norms, minlength=n_classes)
+            if grouped:
+                cuts = np.flatnonzero(labels[1:] != labels[:-1]) + 1
+                firsts = np.r_[0, cuts]
+                lasts = np.r_[cuts, stop - start]
+                for first, last in zip(firsts, lasts, strict=True):
+                    part = block[first:last]
+                    sums[labels[first]] += part.sum(axis=0, dtype=np.float64)
+                continue
+            for k in np.flatnonzero(np.bincount(labels, minlength=n_classes)):
+                part = block[labels == k]
+                sums[k] += part.sum(axis=0, dtype=np.float64)
+        return sums, squares
+
+    _in_pieces(work, n_samples, X.size)
+    sums = np.zeros((n_classes, n_features), dtype=np.float64)
+    squares = np.zeros(n_classes, dtype=np.float64)
+    for a in sorted(partial):
+        sums += partial[a][0]
+        squares += partial[a][1]
+    return sums, weights, squares
 
 
 def class_scatter(X, y_index, means, sample_weight=None):
@@ -395,25 +505,69 @@ def _in_pieces(work, n_samples, size):
         piece.result()
 
 
+@contextlib.contextmanager
+def _blas_on_one_thread():
+    """Keep BLAS calls on their calling thread while the block runs.
+
+    The limit is process-wide (as threadpoolctl sets it): the first of
+    overlapping callers sets it and the last one restores the previous
+    setting, so that calls from several threads cannot leave it changed.
+    """
+    global _BLAS, _BLAS_USERS, _BLAS_LIMITER
+    with _BLAS_LOCK:
+        if _BLAS is None:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS = ThreadpoolController().select(user_api="blas")
+        if _BLAS_USERS == 0:
+            _BLAS_LIMITER = _BLAS.limit(limits=1)
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                _BLAS_LIMITER.restore_original_limits()
+                _BLAS_LIMITER = None
+
+
 def _l2_products(X, C):
     """Return ``X @ C.T`` and the squared norms of the rows of `X`.
 
-    Few classes or few rows make a thin product that BLAS runs no faster than
-    numpy's own loops (einsum), while waking its threads at every call, which
-    costs more than the product itself when other processes keep the CPUs busy;
-    such products run as einsum shared over the thread pool.
+    Pieces of rows are shared over the thread pool, and each piece is cut into
+    blocks that stay in cache for their norms. The products go to BLAS on one
+    thread per piece: waking its own threads at every call costs more than the
+    product when other processes keep the CPUs busy. BLAS rounds the rows at
+    the edge of a call differently from the others, so every call takes a
+    multiple of ``_BLAS_ROWS`` rows, the last block of a piece being padded
+    with zeros: a row then gets the same products in any chunk of rows.
     """
-    n_samples = X.shape[0]
-    if C.shape[0] >= _BLAS_MIN_CLASSES and n_samples >= _BLAS_MIN_ROWS:
-        return X @ C.T, np.einsum("ij,ij->i", X, X)
+    n_samples, n_features = X.shape
     products = np.empty((n_samples, C.shape[0]), dtype=X.dtype)
     squares = np.empty(n_samples, dtype=X.dtype)
+    step = _rows_per_block(n_features, X.itemsize, 1 << 20)
+    step = max(_BLAS_ROWS, step - step % _BLAS_ROWS)
 
     def work(a, b):
-        np.einsum("ij,kj->ik", X[a:b], C, out=products[a:b])
-        np.einsum("ij,ij->i", X[a:b], X[a:b], out=squares[a:b])
+        padded = None
+        for start in range(a, b, step):
+            stop = min(start + step, b)
+            block = X[start:stop]
+            n_rows = stop - start
+            if n_rows % _BLAS_ROWS == 0:
+                np.matmul(block, C.T, out=products[start:stop])
+            else:
+                if padded is None:
+                    padded = np.zeros((step, n_features), dtype=X.dtype)
+                size = n_rows + (-n_rows) % _BLAS_ROWS
+                padded[:n_rows] = block
+                padded[n_rows:size] = 0
+                products[start:stop] = (padded[:size] @ C.T)[:n_rows]
+            np.einsum("ij,ij->i", block, block, out=squares[start:stop])
 
-    _in_pieces(work, n_samples, X.size * (C.shape[0] + 1))
+    with _blas_on_one_thread():
+        _in_pieces(work, n_samples, X.size * (C.shape[0] + 1))
     return products, squares
 
 
@@ -465,6 +619,27 @@ def _exact_distances(X, centroids, norm):
     return out
 
 
+def row_min(A):
+    """Return the smallest value of each row of the 2-D array `A`.
+
+    numpy reduces a short row one call at a time; with few columns, a pass per
+    column over all rows is several times faster, and gives the same values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sk_meanclf._kernels import row_min
+    >>> row_min(np.array([[3.0, 1.0, 2.0], [0.0, 5.0, -1.0]]))
+    array([ 1., -1.])
+    """
+    if A.shape[1] == 0 or A.shape[1] > _FEW_COLUMNS:
+        return A.min(axis=1)
+    smallest = A[:, 0].copy()
+    for j in range(1, A.shape[1]):
+        np.minimum(smallest, A[:, j], out=smallest)
+    return smallest
+
+
 def _settle_near_ties(X, centroids, norm, out, score, bound):
     """Recompute in float64 the rows whose nearest class is uncertain.
 
@@ -474,8 +649,14 @@ def _settle_near_ties(X, centroids, norm, out, score, bound):
     """
     if out.shape[1] < 2 or out.shape[0] == 0:
         return
-    best_upper = np.min(score + bound, axis=1)
-    candidates = np.count_nonzero(score - bound <= best_upper[:, None], axis=1)
+    best_upper = row_min(score + bound)
+    lower = score - bound
+    if out.shape[1] > _FEW_COLUMNS:
+        candidates = np.count_nonzero(lower <= best_upper[:, None], axis=1)
+    else:
+        candidates = np.zeros(out.shape[0], dtype=np.intp)
+        for j in range(out.shape[1]):
+            candidates += lower[:, j] <= best_upper
     rows = np.flatnonzero(candidates > 1)
     if rows.size == 0:
         return
@@ -559,5 +740,6 @@ def distances(X, centroids, norm):
         np.maximum(total, 0, out=total)
         total /= dtype.type(n_features)
         out = np.sqrt(total, out=total)
-    _settle_near_ties(X, exact_centroids, norm, out, score, bound.astype(dtype))
+    bound = bound.astype(dtype, copy=False)
+    _settle_near_ties(X, exact_centroids, norm, out, score, bound)
     return out

@@ -18,6 +18,7 @@ from sk_meanclf import NearestMeanImageClassifier
 from sk_meanclf._classifier import (
     _MAX_WORKING_MEMORY_MIB,
     _chunk_n_rows,
+    _class_summaries,
     _distances,
     _softmax,
 )
@@ -323,12 +324,37 @@ def test_chunk_size_bounds_memory():
     n, p, k = 200_000, 784, 10
     rows = _chunk_n_rows(n, p, k, np.float32)
     assert 1 <= rows < n
-    assert rows * (k + 1) * p * 4 <= _MAX_WORKING_MEMORY_MIB * 2**20
+    # One copy of each row and 128 bytes per class, beside 9 MiB of scratch.
+    assert rows * (p * 4 + 128 * k) <= (_MAX_WORKING_MEMORY_MIB - 9) * 2**20
+    assert (rows + 1) * (p * 4 + 128 * k) > (_MAX_WORKING_MEMORY_MIB - 9) * 2**20
     with config_context(working_memory=4):
         small = _chunk_n_rows(n, p, k, np.float64)
-    assert small * (k + 1) * p * 8 <= 4 * 2**20
+    assert 1 <= small * (p * 8 + 128 * k) <= 4 * 2**20
     assert _chunk_n_rows(5, p, k, np.float64) == 5
     assert _chunk_n_rows(n, 10**9, k, np.float64) == 1
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
+def test_class_scatter_equals_squared_deviations(offset, dtype):
+    """Check the scatter, also where the means dwarf the spread around them."""
+    X, y = _blobs(n_samples=400, n_features=20)
+    if dtype == np.uint8:
+        X = np.clip(X * 20 + 128, 0, 255)
+    X = (X + offset).astype(dtype)
+    w = np.random.default_rng(2).uniform(0.0, 2.0, size=len(y))
+    X64 = X.astype(np.float64)
+    for sample_weight in [None, w]:
+        unit = np.ones(len(y)) if sample_weight is None else sample_weight
+        sums, weights, scatter = _class_summaries(X, y, 5, sample_weight)
+        means = [unit[y == k] @ X64[y == k] / unit[y == k].sum() for k in range(4)]
+        expected = [
+            unit[y == k] @ ((X64[y == k] - means[k]) ** 2).sum(axis=1) for k in range(4)
+        ]
+        assert_allclose(sums[:4], [unit[y == k] @ X64[y == k] for k in range(4)])
+        assert_allclose(weights, [unit[y == k].sum() for k in range(4)] + [0])
+        rtol = 1e-3 if dtype == np.float32 else 1e-9
+        assert_allclose(scatter, expected + [0.0], rtol=rtol)
 
 
 def test_chunked_prediction_equals_one_chunk():
@@ -595,6 +621,10 @@ def test_prediction_errors(method):
         getattr(clf, method)(np.zeros(2))
     with pytest.raises(ValueError, match="Input X contains NaN"):
         getattr(clf, method)(np.array([[np.nan, 0.0]]))
+    rows = np.zeros((3000, 2), dtype=np.float32)
+    rows[2500, 1] = -np.inf
+    with pytest.raises(ValueError, match="Input X contains infinity"):
+        getattr(clf, method)(rows)
 
 
 # scikit-learn integration

@@ -11,6 +11,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sk_meanclf import _kernels
 from sk_meanclf._kernels import (
     class_medians,
+    class_moments,
     class_scatter,
     class_sums,
     distances,
@@ -371,8 +372,8 @@ def test_predictions_of_200000_rows_run_in_bounded_chunks(use_numba, norm, monke
 
     chunk = _classifier._chunk_n_rows(n_rows, n_features, n_classes, np.float32)
     assert chunk < n_rows
-    # Even a broadcast (chunk, n_classes, n_features) array would fit in 32 MiB.
-    assert chunk * n_classes * n_features * 4 <= 32 * 2**20
+    # One float32 row and 128 bytes per class, within 23 of the 32 MiB.
+    assert chunk * (n_features * 4 + 128 * n_classes) <= 23 * 2**20
 
     seen = []
     distances_of_chunk = _kernels.distances
@@ -417,14 +418,53 @@ def test_estimator_predictions_equal_float64_brute_force(
 
 @pytest.mark.parametrize("norm", ["l1", "l2"])
 def test_distances_to_100_centroids_match_float64_reference(t10k, use_numba, norm):
-    """Check nearest centroids among 100 classes (l2 then goes through BLAS)."""
+    """Check nearest centroids among 100 classes."""
     X, y = t10k
     y = y * 10 + np.arange(len(y)) % 10
     centroids = _centroids(X, y, 100, "mean")
-    assert centroids.shape[0] >= _kernels._BLAS_MIN_CLASSES
-    assert X.shape[0] >= _kernels._BLAS_MIN_ROWS
     D = distances(X, centroids, norm)
     reference = _reference_distances(X, centroids, norm)
     assert D.dtype == np.float32
     assert_array_equal(D.argmin(axis=1), reference.argmin(axis=1))
     assert_allclose(D, reference, rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize("n_classes", [10, 100])
+def test_distances_of_a_row_do_not_depend_on_its_chunk(
+    t10k, use_numba, norm, n_classes
+):
+    """Check that a row gets bit-identical distances in any chunk of rows."""
+    X, y = t10k
+    X = X[:3000]
+    y = y[:3000] * 10 + np.arange(3000) % 10 if n_classes == 100 else y[:3000]
+    centroids = _centroids(X, y, n_classes, "mean")
+    whole = distances(X, centroids, norm)
+    for size in [1, 7, 333, 1000, 2999]:
+        rows = 300 if size == 1 else len(X)
+        parts = [
+            distances(X[start : min(start + size, rows)], centroids, norm)
+            for start in range(0, rows, size)
+        ]
+        assert_array_equal(np.concatenate(parts), whole[:rows], err_msg=str(size))
+
+
+def test_class_moments_match_float64_sums(t10k):
+    """Check one-pass class sums and squared norms on grouped and shuffled rows."""
+    X, y = t10k
+    X64 = X.astype(np.float64)
+    sample_weight = np.random.default_rng(7).uniform(0.0, 3.0, size=len(y))
+    order = np.argsort(y, kind="stable")
+    for w in [None, sample_weight]:
+        unit = np.ones(len(y)) if w is None else w
+        expected_sums = [unit[y == k] @ X64[y == k] for k in range(10)]
+        expected_squares = [unit[y == k] @ (X64[y == k] ** 2).sum(1) for k in range(10)]
+        for rows in [slice(None), order]:
+            sums, weights, squares = class_moments(
+                X[rows], y[rows], 11, None if w is None else w[rows]
+            )
+            assert sums.dtype == squares.dtype == np.float64
+            assert_allclose(sums[:10], expected_sums, rtol=1e-12)
+            assert_array_equal(sums[10], 0.0)
+            assert_allclose(weights, [unit[y == k].sum() for k in range(10)] + [0])
+            assert_allclose(squares, expected_squares + [0.0], rtol=1e-6)
