@@ -316,7 +316,8 @@ def _summarize(X, y, classes, sample_weight, xp, device):
     summaries = _class_summaries(
         X, y_index, classes.shape[0], sample_weight, xp, device
     )
-    summaries = tuple(to_numpy(s).astype(np.float64) for s in summaries)
+    # The summaries are kept in units of 2**0, unscaled.
+    summaries = (*(to_numpy(s).astype(np.float64) for s in summaries), 0)
     return summaries, y_index, sample_weight
 
 
@@ -424,12 +425,13 @@ def _iter_jll(estimator, X, xp, device, likelihood=True):
             axis=1,
             keepdims=True,
         )
+        # Python floats: array-api-strict refuses NumPy scalars. Distances
+        # enter as ratios to the scale, as on the NumPy path.
         if estimator.norm == "l2":
-            # Python floats: array-api-strict refuses NumPy scalars.
-            scale = float(n_features / (2.0 * estimator._variance))
-            jll = -scale * ((D - D_min) * (D + D_min))
+            sigma = float(estimator._sigma)
+            jll = -(n_features / 2.0) * (((D - D_min) / sigma) * ((D + D_min) / sigma))
         else:
-            jll = -float(n_features / estimator.scale_) * (D - D_min)
+            jll = -float(n_features) * ((D - D_min) / float(estimator.scale_))
         jll = xp.where(eligible[None, :], jll, xp.asarray(-xp.inf, device=device))
         if not (isinstance(estimator.priors, str) and estimator.priors == "uniform"):
             jll = jll + estimator._log_prior
