@@ -121,13 +121,60 @@ def _distances(X, centroids, norm):
     return D
 
 
+def _check_flat(X):
+    """Raise a ValueError if `X` has three or more dimensions, as images do.
+
+    Arrays, tensors and dask arrays are judged by their shape; nested lists by
+    their first element, so that a 2-D list is not converted twice.
+
+    Parameters
+    ----------
+    X : object
+        Anything passed as `X`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sk_meanclf._classifier import _check_flat
+    >>> _check_flat(np.zeros((100, 784)))
+    >>> _check_flat(np.zeros((100, 28, 28)))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: Expected a 2-D array of flattened images, got shape (100, 28, 28);...
+    """
+    shape = getattr(X, "shape", None)
+    if shape is None and _nested_three_deep(X):
+        try:
+            shape = np.shape(X)
+        except ValueError:
+            return
+    if shape is None or len(shape) < 3:
+        return
+    shape = tuple(int(n) if n == n else n for n in shape)
+    raise ValueError(
+        f"Expected a 2-D array of flattened images, got shape {shape}; flatten it "
+        "with X.reshape(len(X), -1)."
+    )
+
+
+def _nested_three_deep(X):
+    """Tell whether a list or tuple `X` holds sequences of sequences."""
+    first = X
+    for _ in range(2):
+        if not isinstance(first, (list, tuple)) or len(first) == 0:
+            return False
+        first = first[0]
+    return isinstance(first, (list, tuple)) or getattr(first, "ndim", 0) > 0
+
+
 def _backend(estimator, X, method):
     """Return the module computing `method` on a dask or array API `X`, or None.
 
     None means the NumPy path below; dask arrays go to `_dask`, and arrays of
     another namespace, with scikit-learn's ``array_api_dispatch`` on, go to
-    `_array_api`.
+    `_array_api`. `X` of three or more dimensions raises a ValueError first.
     """
+    _check_flat(X)
     if _dask.is_dask_array(X):
         return _dask
     if _array_api.uses_array_api(estimator, X, method):

@@ -686,7 +686,6 @@ def test_bad_parameters(params, match):
         (np.array([[0.0, np.nan]] * 4), Y_TOY, "Input X contains NaN"),
         (np.array([[0.0, np.inf]] * 4), Y_TOY, "Input X contains infinity"),
         (np.arange(4.0), Y_TOY, "Expected 2D array, got 1D array"),
-        (np.zeros((4, 2, 2)), Y_TOY, "Found array with dim 3"),
         (X_TOY, Y_TOY[:3], r"inconsistent numbers of samples: \[4, 3\]"),
         (X_TOY, np.array([3, 3, 3, 3]), r"at least two classes in `y`, got 1 class: 3"),
         (X_TOY, np.array([0.5, 1.5, 2.5, 3.5]), "Unknown label type"),
@@ -697,6 +696,52 @@ def test_bad_fit_input(X, y, match):
     with pytest.raises(ValueError, match=match) as error:
         NearestMeanImageClassifier().fit(X, y)
     assert error.type is ValueError
+
+
+UNFLATTENED = (
+    r"Expected a 2-D array of flattened images, got shape \(4, 2, 2\); flatten it "
+    r"with X\.reshape\(len\(X\), -1\)\."
+)
+ALL_METHODS = [
+    "predict",
+    "predict_proba",
+    "predict_log_proba",
+    "decision_function",
+    "transform",
+    "score",
+]
+
+
+def _call(clf, method, X):
+    if method == "score":
+        return clf.score(X, [3, 3, 7, 7])
+    return getattr(clf, method)(X)
+
+
+@pytest.mark.parametrize("container", [np.asarray, lambda X: X.tolist()])
+@pytest.mark.parametrize("method", ["fit", "partial_fit", *ALL_METHODS])
+def test_unflattened_images_raise_a_clear_error(method, container):
+    """Check that 3-D input names its shape and how to flatten it, in every method."""
+    images = container(np.zeros((4, 2, 2)))
+    clf = NearestMeanImageClassifier()
+    with pytest.raises(ValueError, match=UNFLATTENED) as error:
+        if method == "fit":
+            clf.fit(images, Y_TOY)
+        elif method == "partial_fit":
+            clf.partial_fit(images, Y_TOY, classes=[3, 7])
+        else:
+            _call(clf.fit(X_TOY, Y_TOY), method, images)
+    assert error.type is ValueError
+
+
+def test_image_batches_with_a_channel_axis_raise_a_clear_error():
+    """Check that 4-D batches (n, channels, height, width) get the same message."""
+    clf = NearestMeanImageClassifier().fit(X_TOY, Y_TOY)
+    match = r"got shape \(100, 1, 28, 28\); flatten it with X\.reshape"
+    with pytest.raises(ValueError, match=match):
+        clf.predict(np.zeros((100, 1, 28, 28)))
+    with pytest.raises(ValueError, match=r"got shape \(100, 28, 28\)"):
+        NearestMeanImageClassifier().fit(np.zeros((100, 28, 28)), np.arange(100) % 2)
 
 
 def test_failed_fit_changes_nothing():

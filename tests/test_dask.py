@@ -316,6 +316,41 @@ def test_dask_bad_input(tiled_mnist_dask):
     assert "a median cannot be updated" in str(error.value.__cause__)
 
 
+@pytest.mark.parametrize(
+    "method",
+    [
+        "fit",
+        "partial_fit",
+        "predict",
+        "predict_proba",
+        "predict_log_proba",
+        "decision_function",
+        "transform",
+        "score",
+    ],
+)
+def test_dask_unflattened_images_raise_a_clear_error(method):
+    """Check that a 3-D dask array names its shape and how to flatten it."""
+    images = da.zeros((100, 28, 28), chunks=(50, 28, 28))
+    y = np.arange(100) % 2
+    clf = NearestMeanImageClassifier()
+    if method not in ("fit", "partial_fit"):
+        clf.fit(np.random.default_rng(0).random((100, 784)), y)
+    match = (
+        r"Expected a 2-D array of flattened images, got shape \(100, 28, 28\); "
+        r"flatten it with X\.reshape\(len\(X\), -1\)\."
+    )
+    with pytest.raises(ValueError, match=match):
+        if method == "fit":
+            clf.fit(images, y)
+        elif method == "partial_fit":
+            clf.partial_fit(images, y, classes=[0, 1])
+        elif method == "score":
+            clf.score(images, y)
+        else:
+            getattr(clf, method)(images)
+
+
 def test_dask_is_not_imported_for_numpy_input():
     """Check that fitting and predicting on numpy arrays never imports dask."""
     code = textwrap.dedent(

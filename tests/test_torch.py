@@ -275,6 +275,32 @@ def test_torch_cuda_matches_numpy(digits, norm, centroid):
     _check_same_as_numpy(clf, expected, X, X_t, "torch", X_t.device)
 
 
+@pytest.mark.parametrize("dispatch", [False, True])
+@pytest.mark.parametrize("method", ["fit", "partial_fit", *METHODS, "score"])
+def test_torch_unflattened_images_raise_a_clear_error(digits, method, dispatch):
+    """Check that a 3-D tensor names its shape and how to flatten it."""
+    X, y = digits
+    images = torch.zeros((100, 28, 28))
+    y_t = torch.asarray(y[:100])
+    match = (
+        r"Expected a 2-D array of flattened images, got shape \(100, 28, 28\); "
+        r"flatten it with X\.reshape\(len\(X\), -1\)\."
+    )
+    with config_context(array_api_dispatch=dispatch):
+        clf = NearestMeanImageClassifier()
+        if method not in ("fit", "partial_fit"):
+            clf.fit(torch.asarray(X[:100]), y_t)
+        with pytest.raises(ValueError, match=match):
+            if method == "fit":
+                clf.fit(images, y_t)
+            elif method == "partial_fit":
+                clf.partial_fit(images, y_t, classes=np.unique(y))
+            elif method == "score":
+                clf.score(images, y_t)
+            else:
+                getattr(clf, method)(images)
+
+
 def test_torch_is_not_imported_for_numpy_input():
     """Check that NumPy input never imports torch or the array API packages."""
     code = textwrap.dedent(
