@@ -260,45 +260,13 @@ def _median_of_rows(values, sample_weight=None):
     return medians
 
 
-def weighted_median(X, sample_weight=None):
-    """Return the column-wise weighted median of `X`.
-
-    With unit weights this equals ``numpy.median(X.astype(np.float64), axis=0)``:
-    where the cumulative weight reaches exactly half the total, the two middle
-    values are averaged (in float64, so the average is exact).
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-        Values, one column per feature.
-    sample_weight : ndarray of shape (n_samples,), default=None
-        Non-negative weight of each row, with a positive total; every row weighs 1
-        when None.
-
-    Returns
-    -------
-    median : ndarray of shape (n_features,), dtype=float64
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sk_meanclf._kernels import weighted_median
-    >>> X = np.array([[1.0], [2.0], [4.0], [8.0]])
-    >>> weighted_median(X)
-    array([3.])
-    >>> weighted_median(X, np.array([1.0, 1.0, 3.0, 0.0]))
-    array([4.])
-    """
-    if sample_weight is not None:
-        sample_weight = np.asarray(sample_weight, dtype=np.float64)
-    return _median_of_rows(_transposed(X), sample_weight)
-
-
 def class_medians(X, y_index, n_classes, sample_weight=None):
     """Return the column-wise weighted median of the rows of each class.
 
-    Equivalent to calling :func:`weighted_median` on the rows of each class, with
-    one transposed copy of one class at a time.
+    Where the cumulative weight of a column reaches exactly half its total, the
+    two middle values are averaged (in float64, so the average is exact); with
+    unit weights this equals ``numpy.median`` of the class's rows in float64.
+    One transposed copy of one class is sorted at a time.
 
     Parameters
     ----------
@@ -660,8 +628,6 @@ def distances(X, centroids, norm):
     array([[0.    , 1.    ],
            [2.2361, 1.4142]], dtype=float32)
     """
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float64)
     X = np.ascontiguousarray(X)
     dtype = X.dtype
     exact_centroids = np.asarray(centroids, dtype=np.float64)
