@@ -765,22 +765,27 @@ class NearestMeanImageClassifier(
         eligible = np.isfinite(self._log_prior)
         every = eligible.all()
         D_min = _kernels.row_min(D if every else D[:, eligible])[:, None]
-        # Distances enter as ratios to the scale, so that neither their squares
-        # nor the variance can overflow.
+        # Distances enter through ratios to the scale, so that neither their
+        # squares nor the variance overflow: for l2, the product of the excess
+        # and of D + D_min, each divided by sigma / sqrt(n_features / 2).
         with np.errstate(over="ignore", invalid="ignore"):
             jll = D - D_min
             if self.norm == "l2":
-                jll /= self._sigma
+                factor = np.sqrt(n_features / 2.0) / self._sigma
+                jll *= -factor
                 total = D + D_min
-                total /= self._sigma
+                total *= factor
                 jll *= total
-                jll *= -n_features / 2.0
+                # Only a zero excess (the nearest class) times an infinite
+                # ratio gives NaN, and its ratio is 2 * D_min * factor.
+                bounded = np.isfinite(2.0 * factor * D_min.max())
             else:
-                jll /= self.scale_
-                jll *= -n_features
-        if np.isnan(jll).any():
-            # Zero excess times an infinite ratio: the nearest class of a row
-            # farther than the float64 range from it in units of the scale.
+                factor = n_features / self.scale_
+                jll *= -factor
+                bounded = np.isfinite(factor) and np.isfinite(D_min).all()
+        if not bounded:
+            # The nearest class of a row farther than the float64 range from
+            # it, in units of the scale, keeps a log-likelihood of 0.
             jll[np.isnan(jll)] = 0.0
         if not every:
             jll[:, ~eligible] = -np.inf
