@@ -7,6 +7,8 @@ attributes before they move to the device of `X`. Used only when scikit-learn's
 ``array_api_dispatch`` is on and `X` is not a NumPy array.
 """
 
+import math
+
 import numpy as np
 from sklearn import get_config
 from sklearn.utils.multiclass import check_classification_targets
@@ -313,11 +315,47 @@ def _summarize(X, y, classes, sample_weight, xp, device):
         sample_weight = xp.asarray(
             sample_weight, dtype=accumulator_dtype(xp, device), device=device
         )
-    summaries = _class_summaries(
-        X, y_index, classes.shape[0], sample_weight, xp, device
-    )
+    n_classes = classes.shape[0]
+    summaries = _class_summaries(X, y_index, n_classes, sample_weight, xp, device)
     summaries = tuple(to_numpy(s).astype(np.float64) for s in summaries)
-    return summaries, y_index, sample_weight
+    exponent = 0
+    work = _work_dtype(X, xp, device)
+    if _out_of_range(*summaries, X.shape[1], work == xp.float32):
+        # Squares overflowed or underflowed: summarise X again divided by the
+        # power of two just above its largest magnitude, as the NumPy path does.
+        largest = float(xp.max(xp.abs(xp.astype(X, work))))
+        exponent = int(np.frexp(largest)[1])
+        X = _times_power_of_two(xp.astype(X, work), -exponent)
+        summaries = _class_summaries(X, y_index, n_classes, sample_weight, xp, device)
+        summaries = tuple(to_numpy(s).astype(np.float64) for s in summaries)
+    return (*summaries, exponent), y_index, sample_weight
+
+
+def _out_of_range(sums, weights, scatter, n_features, single):
+    """Tell whether the mean square of the rows is too large or small to square.
+
+    The mean square comes from the summaries: the squared norms of the class
+    means plus the scatter around them. The limits leave room for the sums of
+    squares over features and rows in float32 (`single`) or float64.
+    """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        seen = weights > 0
+        norms = np.einsum("ij,ij->i", sums[seen], sums[seen]) / weights[seen]
+        mean_square = (norms.sum() + scatter.sum()) / (weights.sum() * n_features)
+    if not np.isfinite(mean_square):
+        return True
+    smallest, largest = (2.0**-60, 2.0**80) if single else (2.0**-500, 2.0**800)
+    if mean_square > largest:
+        return True
+    return bool(mean_square < smallest and (mean_square > 0 or sums.any()))
+
+
+def _times_power_of_two(A, exponent):
+    """Return `A` times ``2**exponent`` exactly, in two steps that cannot overflow."""
+    if exponent == 0:
+        return A
+    half = exponent // 2
+    return (A * math.ldexp(1.0, half)) * math.ldexp(1.0, exponent - half)
 
 
 def _numpy_work_dtype(X, xp, device):
@@ -406,17 +444,24 @@ def _iter_jll(estimator, X, xp, device, likelihood=True):
     work = _work_dtype(X, xp, device)
     dtype = accumulator_dtype(xp, device)
     seen = estimator._seen
+    # Data too large or too small to square were fitted in units of
+    # 2**_exponent; rows and centroids are divided by it before any distance.
+    exponent = int(estimator._exponent)
+    centroids = estimator.centroids_
+    if exponent:
+        centroids = _times_power_of_two(estimator._exact_centroids, -exponent)
     centroids = xp.where(
         seen[:, None],
-        xp.astype(estimator.centroids_, work),
+        xp.astype(centroids, work),
         xp.zeros(1, dtype=work, device=device),
     )
     eligible = xp.isfinite(estimator._log_prior)
     for rows in _batches(n_samples, n_features, 4):
-        D = distances(xp.astype(X[rows, :], work), centroids, estimator.norm, xp)
+        Xw = _times_power_of_two(xp.astype(X[rows, :], work), -exponent)
+        D = distances(Xw, centroids, estimator.norm, xp)
         D = xp.where(seen[None, :], D, xp.asarray(xp.inf, dtype=work, device=device))
         if not likelihood:
-            yield D, None
+            yield _times_power_of_two(D, exponent), None
             continue
         D = xp.astype(D, dtype)
         D_min = xp.min(
@@ -424,12 +469,14 @@ def _iter_jll(estimator, X, xp, device, likelihood=True):
             axis=1,
             keepdims=True,
         )
+        # Python floats: array-api-strict refuses NumPy scalars. Distances
+        # enter as ratios to the scale, as on the NumPy path.
         if estimator.norm == "l2":
-            # Python floats: array-api-strict refuses NumPy scalars.
-            scale = float(n_features / (2.0 * estimator._variance))
-            jll = -scale * ((D - D_min) * (D + D_min))
+            sigma = math.ldexp(float(estimator._sigma), -exponent)
+            jll = -(n_features / 2.0) * (((D - D_min) / sigma) * ((D + D_min) / sigma))
         else:
-            jll = -float(n_features / estimator.scale_) * (D - D_min)
+            scale = math.ldexp(float(estimator.scale_), -exponent)
+            jll = -float(n_features) * ((D - D_min) / scale)
         jll = xp.where(eligible[None, :], jll, xp.asarray(-xp.inf, device=device))
         if not (isinstance(estimator.priors, str) and estimator.priors == "uniform"):
             jll = jll + estimator._log_prior

@@ -10,10 +10,11 @@ from sklearn.base import (
     ClassNamePrefixFeaturesOutMixin,
     TransformerMixin,
 )
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from sk_meanclf import _array_api, _dask, _kernels
+from sk_meanclf import _array_api, _dask, _kernels, _summaries
 
 # Upper bound, in MiB, on the temporaries of one row chunk, whatever
 # ``sklearn.get_config()["working_memory"]`` says (it defaults to 1 GiB).
@@ -80,7 +81,8 @@ def _distances(X, centroids, norm):
     `X` is one chunk of rows in any numeric dtype; it is cast to the working
     dtype (float32 for float16 and float32 input, float64 otherwise) before any
     subtraction, so unsigned integers cannot wrap around. Rows whose float32
-    distances overflow are computed again in float64.
+    distances overflow are computed again in float64, and rows whose float64
+    squares overflow are computed on rescaled differences.
 
     Parameters
     ----------
@@ -96,20 +98,73 @@ def _distances(X, centroids, norm):
     -------
     D : ndarray of shape (n_samples, n_classes)
         Distances in the working dtype of `X`, or in float64 when some float32
-        rows overflowed.
+        rows overflowed; infinite only where a distance exceeds the float64
+        range.
     """
     dtype = _work_dtype(X.dtype)
     Xw = X.astype(dtype, copy=False)
     D = _kernels.distances(Xw, centroids, norm)
-    if dtype == np.float32 and not np.isfinite(D).all():
-        overflow = ~np.isfinite(D).all(axis=1)
-        if overflow.any():
-            D64 = _kernels.distances(
-                Xw[overflow].astype(np.float64), centroids.astype(np.float64), norm
-            )
-            D = D.astype(np.float64)
-            D[overflow] = D64
+    if np.isfinite(D).all():
+        return D
+    overflow = ~np.isfinite(D).all(axis=1)
+    # A NaN or infinite value of a row makes its distances NaN or infinite.
+    _check_all_finite(X[overflow])
+    D = D.astype(np.float64)
+    if dtype == np.float32:
+        D[overflow] = _kernels.distances(
+            Xw[overflow].astype(np.float64), centroids.astype(np.float64), norm
+        )
+        overflow[overflow] = ~np.isfinite(D[overflow]).all(axis=1)
+    if overflow.any():
+        # Squares of values above about 1e154 overflow even in float64.
+        D[overflow] = _kernels._exact_distances(Xw[overflow], centroids, norm)
     return D
+
+
+def _check_flat(X):
+    """Raise a ValueError if `X` has three or more dimensions, as images do.
+
+    Arrays, tensors and dask arrays are judged by their shape; nested lists by
+    their first element, so that a 2-D list is not converted twice.
+
+    Parameters
+    ----------
+    X : object
+        Anything passed as `X`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sk_meanclf._classifier import _check_flat
+    >>> _check_flat(np.zeros((100, 784)))
+    >>> _check_flat(np.zeros((100, 28, 28)))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: Expected a 2-D array of flattened images, got shape (100, 28, 28);...
+    """
+    shape = getattr(X, "shape", None)
+    if shape is None and _nested_three_deep(X):
+        try:
+            shape = np.shape(X)
+        except ValueError:
+            return
+    if shape is None or len(shape) < 3:
+        return
+    shape = tuple(int(n) if n == n else n for n in shape)
+    raise ValueError(
+        f"Expected a 2-D array of flattened images, got shape {shape}; flatten it "
+        "with X.reshape(len(X), -1)."
+    )
+
+
+def _nested_three_deep(X):
+    """Tell whether a list or tuple `X` holds sequences of sequences."""
+    first = X
+    for _ in range(2):
+        if not isinstance(first, (list, tuple)) or len(first) == 0:
+            return False
+        first = first[0]
+    return isinstance(first, (list, tuple)) or getattr(first, "ndim", 0) > 0
 
 
 def _backend(estimator, X, method):
@@ -117,8 +172,9 @@ def _backend(estimator, X, method):
 
     None means the NumPy path below; dask arrays go to `_dask`, and arrays of
     another namespace, with scikit-learn's ``array_api_dispatch`` on, go to
-    `_array_api`.
+    `_array_api`. `X` of three or more dimensions raises a ValueError first.
     """
+    _check_flat(X)
     if _dask.is_dask_array(X):
         return _dask
     if _array_api.uses_array_api(estimator, X, method):
@@ -191,28 +247,36 @@ class NearestMeanImageClassifier(
     one scale pooled over classes and features. The pooled within-class
     variance ``v`` around the class means gives ``scale_ = sqrt(v)`` for l2 and
     ``scale_ = sqrt(v / 2)`` for l1 (the Laplace scale with that variance), so
-    the log-likelihood of a class is ``-n_features * d ** 2 / (2 * v)`` or
-    ``-n_features * d / scale_``. The classes are compared through these values
-    plus the log prior, which makes `predict`, `decision_function` and
-    `predict_proba` agree: the predicted class is always the arg-max of
-    `predict_proba`, and ties go to the class that comes first in `classes_`.
-    When two probabilities round to the same float, the predicted one is raised
-    by one unit in the last place. The variance is floored at ``1e-9`` times
-    the total variance of the training data, so classes whose rows are all
-    identical still get a positive scale. Far from every centroid the Gaussian
-    model gives all the probability to the nearest class, whereas the Laplace
-    log-odds tend to a finite limit.
+    the log-likelihood of a class is ``-n_features / 2 * (d / scale_) ** 2``
+    or ``-n_features * d / scale_``, formed from the ratios ``d / scale_`` so
+    that nothing overflows however large the data. The classes are compared
+    through these values plus the log prior, which makes `predict`,
+    `decision_function` and `predict_proba` agree: the predicted class is
+    always the arg-max of `predict_proba`, and ties go to the class that comes
+    first in `classes_`. When two probabilities round to the same float, the
+    predicted one is raised by one unit in the last place. The variance is
+    floored at ``1e-9`` times the total variance of the training data, so
+    classes whose rows are all identical still get a positive scale. Far from
+    every centroid the Gaussian model gives all the probability to the nearest
+    class, whereas the Laplace log-odds tend to a finite limit.
 
     `partial_fit` keeps per-class weighted sums, weights and scatter, so
     batches give the same centroids and scale as one call to `fit`. A median
-    cannot be updated from such summaries, so ``centroid="median"`` works only
-    with `fit`.
+    cannot be updated from such summaries, so with ``centroid="median"`` the
+    estimator has no `partial_fit` attribute: ``hasattr`` is False, calling it
+    raises an AttributeError caused by one that says why, and dask-ml's
+    ``Incremental`` refuses it with a ValueError. Fit it on all rows at once.
 
     Computation dtypes: float16 and float32 input is compared with centroids in
     float32, any other numeric input (unsigned integers included) in float64;
     integers are converted before subtracting, so they never wrap around, and
     float32 distances that overflow are recomputed in float64. Class sums are
-    always accumulated in float64. `predict`, `transform`, `decision_function`
+    always accumulated in float64. Values whose squares overflow or underflow
+    (above about 1e19 or below 1e-9 in float32, beyond 1e150 or below 1e-150
+    in float64) are divided by a power of two before squaring, which is
+    exact, so any finite input gets finite centroids and scale and `predict`
+    is still the nearest centroid; that costs extra passes over such data.
+    `predict`, `transform`, `decision_function`
     and `predict_proba` process rows in chunks sized from scikit-learn's
     ``working_memory`` setting, capped at 32 MiB, so their temporaries stay
     bounded however many rows are passed.
@@ -307,21 +371,34 @@ class NearestMeanImageClassifier(
             )
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
 
-        sums, weights, scatter = _class_summaries(
-            X, y_index, classes.shape[0], sample_weight
-        )
+        summaries = _class_summaries(X, y_index, classes.shape[0], sample_weight)
         medians = None
         if self.centroid == "median":
-            medians = _class_medians(X, y_index, weights, sample_weight)
+            medians = _class_medians(X, y_index, summaries[1], sample_weight)
 
         self.classes_ = classes
-        self._sums, self._weights, self._scatter = sums, weights, scatter
+        self._sums, self._weights, self._scatter, self._exponent = summaries
         self._dtype = _work_dtype(X.dtype)
         self._finalize(medians)
         return self
 
+    def _has_partial_fit(self):
+        """Return True with mean centroids; raise an AttributeError saying why not."""
+        if self.centroid == "median":
+            raise AttributeError(
+                "partial_fit is available only with centroid='mean', got "
+                f"centroid={self.centroid!r}: a median cannot be updated from "
+                "per-batch summaries; call fit with all rows, or use "
+                "centroid='mean'."
+            )
+        return True
+
+    @available_if(_has_partial_fit)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Update the class centroids with one batch of training rows.
+
+        Available only with ``centroid="mean"``: a median cannot be updated
+        from per-batch summaries.
 
         Parameters
         ----------
@@ -349,12 +426,6 @@ class NearestMeanImageClassifier(
         if backend is not None:
             return backend.partial_fit(self, X, y, classes, sample_weight)
 
-        if self.centroid != "mean":
-            raise ValueError(
-                "Expected `centroid` to be 'mean' for partial_fit, got "
-                f"{self.centroid!r}: a median cannot be updated from per-batch "
-                "summaries, so centroid='median' needs all rows in one call to fit."
-            )
         first_call = not hasattr(self, "_sums")
         if first_call and classes is None:
             raise ValueError(
@@ -388,15 +459,13 @@ class NearestMeanImageClassifier(
         y_index = np.searchsorted(classes, y)
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
 
-        sums, weights, scatter = _class_summaries(
-            X, y_index, classes.shape[0], sample_weight
-        )
+        summaries = _class_summaries(X, y_index, classes.shape[0], sample_weight)
         if first_call:
             self.classes_ = classes
-            self._sums, self._weights, self._scatter = sums, weights, scatter
+            self._sums, self._weights, self._scatter, self._exponent = summaries
             self._dtype = _work_dtype(X.dtype)
         else:
-            self._merge(sums, weights, scatter)
+            self._merge(summaries)
         self._finalize(None)
         return self
 
@@ -595,25 +664,11 @@ class NearestMeanImageClassifier(
             )
         return priors / priors.sum()
 
-    def _merge(self, sums, weights, scatter):
+    def _merge(self, summaries):
         """Add the summaries of one more batch to the streaming state."""
-        total = self._weights + weights
-        both = (self._weights > 0) & (weights > 0)
-        delta = np.zeros_like(self._scatter)
-        if both.any():
-            gap = (
-                self._sums[both] / self._weights[both, None]
-                - sums[both] / weights[both, None]
-            )
-            delta[both] = (
-                np.einsum("ij,ij->i", gap, gap)
-                * self._weights[both]
-                * weights[both]
-                / total[both]
-            )
-        self._scatter = self._scatter + scatter + delta
-        self._sums = self._sums + sums
-        self._weights = total
+        state = (self._sums, self._weights, self._scatter, self._exponent)
+        merged = _summaries.merge_summaries(state, summaries)
+        self._sums, self._weights, self._scatter, self._exponent = merged
 
     def _finalize(self, medians):
         """Derive the centroids, priors and scale from the streaming state.
@@ -625,9 +680,14 @@ class NearestMeanImageClassifier(
         """
         seen = self._weights > 0
         n_features = self._sums.shape[1]
+        # The summaries are kept in units of 2**_exponent (0 unless the data
+        # were too large or too small to square), and so is the variance.
         with np.errstate(invalid="ignore", divide="ignore"):
             means = self._sums / self._weights[:, None]
-        centroids = means if medians is None else medians
+        if medians is None:
+            centroids = np.ldexp(means, self._exponent)
+        else:
+            centroids = medians
         centroids = np.where(seen[:, None], centroids, np.nan)
 
         # Pooled within-class variance per feature, floored relative to the
@@ -655,10 +715,10 @@ class NearestMeanImageClassifier(
         self._exact_centroids = np.where(seen[:, None], centroids, 0.0)
         self.class_count_ = self._weights.copy()
         self.class_prior_ = class_prior
-        self.scale_ = float(
-            np.sqrt(variance) if self.norm == "l2" else np.sqrt(variance / 2.0)
-        )
-        self._variance = variance
+        # Standard deviation of the pooled variance, back in the units of X.
+        sigma = float(np.ldexp(np.sqrt(variance), self._exponent))
+        self.scale_ = sigma if self.norm == "l2" else sigma / np.sqrt(2.0)
+        self._sigma = sigma
         self._log_prior = log_prior
         self._seen = seen
 
@@ -681,13 +741,9 @@ class NearestMeanImageClassifier(
         chunk = _chunk_n_rows(n_samples, n_features, centroids.shape[0], dtype)
         for start in range(0, n_samples, chunk):
             rows = slice(start, min(start + chunk, n_samples))
-            with np.errstate(invalid="ignore"):
+            # Overflowing rows are detected and recomputed by _distances.
+            with np.errstate(over="ignore", invalid="ignore"):
                 D = _distances(X[rows], centroids, self.norm)
-            if not np.isfinite(D).all():
-                # A NaN or infinite value of a row makes its distances NaN or
-                # infinite; finite rows give finite float64 distances unless
-                # they are near the float64 limit.
-                _check_all_finite(X[rows])
             if not self._seen.all():
                 D[:, ~self._seen] = np.inf
             if not likelihood:
@@ -709,15 +765,28 @@ class NearestMeanImageClassifier(
         eligible = np.isfinite(self._log_prior)
         every = eligible.all()
         D_min = _kernels.row_min(D if every else D[:, eligible])[:, None]
+        # Distances enter through ratios to the scale, so that neither their
+        # squares nor the variance overflow: for l2, the product of the excess
+        # and of D + D_min, each divided by sigma / sqrt(n_features / 2).
         with np.errstate(over="ignore", invalid="ignore"):
+            jll = D - D_min
             if self.norm == "l2":
-                jll = D - D_min
-                jll *= D + D_min
-                jll *= -(n_features / (2.0 * self._variance))
+                factor = np.sqrt(n_features / 2.0) / self._sigma
+                jll *= -factor
+                total = D + D_min
+                total *= factor
+                jll *= total
+                # Only a zero excess (the nearest class) times an infinite
+                # ratio gives NaN, and its ratio is 2 * D_min * factor.
+                bounded = np.isfinite(2.0 * factor * D_min.max())
             else:
-                scale = np.sqrt(self._variance / 2.0)
-                jll = D - D_min
-                jll *= -(n_features / scale)
+                factor = n_features / self.scale_
+                jll *= -factor
+                bounded = np.isfinite(factor) and np.isfinite(D_min).all()
+        if not bounded:
+            # The nearest class of a row farther than the float64 range from
+            # it, in units of the scale, keeps a log-likelihood of 0.
+            jll[np.isnan(jll)] = 0.0
         if not every:
             jll[:, ~eligible] = -np.inf
         if isinstance(self.priors, str) and self.priors == "uniform":
@@ -743,8 +812,6 @@ def _softmax(jll):
 
 def _check_all_finite(X):
     """Raise a ValueError if `X` holds NaN or infinite values, as scikit-learn does."""
-    if X.dtype.kind not in "fc":
-        return
     if np.isnan(X).any():
         raise ValueError("Input X contains NaN.")
     if not np.isfinite(X).all():
@@ -787,17 +854,40 @@ def _class_summaries(X, y_index, n_classes, sample_weight):
     scatter; a class whose difference could lose more than ``2**-10`` of its
     value to rounding (``2**-30`` for float64 rows), as when its mean is far
     larger than the spread around it, is measured again directly against its
-    mean. A NaN or infinite value makes the sums of
-    its class non-finite, which raises a ValueError as scikit-learn's check of
-    `X` does.
+    mean. A NaN or infinite value makes the sums of its class non-finite,
+    which raises a ValueError as scikit-learn's check of `X` does.
+
+    Rows whose squares overflow or underflow in the working dtype (float32
+    beyond about 1e19 or below 1e-9, float64 beyond 1e150 or below 1e-150)
+    are summarised again, in float64, divided by the power of two just above
+    their largest magnitude; the summaries are then in units of that power.
+
+    Returns
+    -------
+    sums : ndarray of shape (n_classes, n_features), dtype=float64
+    weights : ndarray of shape (n_classes,), dtype=float64
+    scatter : ndarray of shape (n_classes,), dtype=float64
+    exponent : int
+        The sums are in units of ``2**exponent`` and the scatter in units of
+        ``4**exponent``; 0 for data of ordinary size.
     """
     n_samples, n_features = X.shape
     dtype = _work_dtype(X.dtype)
     sums, weights, squares = _kernels.class_moments(
         X, y_index, n_classes, sample_weight, dtype
     )
-    if not (np.isfinite(sums).all() and np.isfinite(squares).all()):
+    finite = np.isfinite(sums).all() and np.isfinite(squares).all()
+    if not finite:
         _check_all_finite(X)
+    scale = None
+    exponent = 0
+    if not finite or _underflows(sums, weights, squares, n_features, dtype):
+        exponent = _largest_exponent(X)
+        scale = np.ldexp(1.0, -exponent)
+        dtype = np.dtype(np.float64)
+        sums, weights, squares = _kernels.class_moments(
+            X, y_index, n_classes, sample_weight, dtype, scale
+        )
 
     seen = weights > 0
     means = np.zeros_like(sums)
@@ -813,15 +903,37 @@ def _class_summaries(X, y_index, n_classes, sample_weight):
     tolerance = 2.0**-10 if dtype == np.float32 else 2.0**-30
     direct = seen & ~(bound <= tolerance * scatter)
     if direct.any():
-        scatter[direct] = _direct_scatter(X, y_index, means, sample_weight)[direct]
+        scatter[direct] = _direct_scatter(
+            X, y_index, means, sample_weight, dtype, scale
+        )[direct]
     np.maximum(scatter, 0.0, out=scatter)
-    return sums, weights, scatter
+    return sums, weights, scatter, exponent
 
 
-def _direct_scatter(X, y_index, means, sample_weight):
-    """Return the scatter of each class measured against its mean, row by row."""
-    dtype = _work_dtype(X.dtype)
-    if X.dtype == dtype:
+def _underflows(sums, weights, squares, n_features, dtype):
+    """Tell whether the squares of the rows fell below the normal range of `dtype`.
+
+    Their mean per feature is compared with the square of a value whose own
+    square is still normal with every bit kept (about 1e-9 in float32, 1e-150
+    in float64); all-zero rows do not count.
+    """
+    smallest = 2.0**-60 if dtype == np.float32 else 2.0**-500
+    mean_square = squares.sum() / (weights.sum() * n_features)
+    return bool(mean_square < smallest and (mean_square > 0 or sums.any()))
+
+
+def _largest_exponent(X):
+    """Return the exponent of the power of two just above the largest ``|X|``."""
+    largest = max(abs(float(X.max(initial=0))), abs(float(X.min(initial=0))))
+    return int(np.frexp(largest)[1])
+
+
+def _direct_scatter(X, y_index, means, sample_weight, dtype, scale=None):
+    """Return the scatter of each class measured against its mean, row by row.
+
+    The rows are cast to `dtype` and multiplied by `scale` when given.
+    """
+    if X.dtype == dtype and scale is None:
         return _kernels.class_scatter(X, y_index, means, sample_weight)
     n_samples, n_features = X.shape
     chunk = _chunk_n_rows(n_samples, n_features, 1, dtype)
@@ -830,6 +942,8 @@ def _direct_scatter(X, y_index, means, sample_weight):
         rows = slice(start, start + chunk)
         w = None if sample_weight is None else sample_weight[rows]
         Xw = X[rows].astype(dtype)
+        if scale is not None:
+            Xw *= dtype.type(scale)
         scatter += _kernels.class_scatter(Xw, y_index[rows], means, w)
     return scatter
 

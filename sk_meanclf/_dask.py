@@ -110,16 +110,17 @@ def _check_sample_weight(sample_weight):
 
 
 def _pack(summaries):
-    sums, weights, scatter = summaries
-    return np.concatenate([sums, weights[:, None], scatter[:, None]], axis=1)
+    sums, weights, scatter, exponent = summaries
+    exponents = np.full((weights.shape[0], 1), float(exponent))
+    return np.concatenate([sums, weights[:, None], scatter[:, None], exponents], axis=1)
 
 
 def _unpack(packed):
-    return packed[:, :-2], packed[:, -2], packed[:, -1]
+    return packed[:, :-3], packed[:, -3], packed[:, -2], int(packed[0, -1])
 
 
 def _block_summaries(X, y, sample_weight, classes):
-    """Return one block's class summaries, packed as (1, n_classes, n_features + 2).
+    """Return one block's class summaries, packed as (1, n_classes, n_features + 3).
 
     The block is checked as `validate_data` checks an in-memory `X`, and reduced
     by the same function as the in-memory fit.
@@ -178,7 +179,7 @@ def class_summaries(X, y, classes, sample_weight=None):
         "i",
         *weight_args,
         classes=classes,
-        new_axes={"k": n_features + 2},
+        new_axes={"k": n_features + 3},
         adjust_chunks={"i": 1, "j": n_classes},
         dtype=np.float64,
         meta=np.empty((0, 0, 0), dtype=np.float64),

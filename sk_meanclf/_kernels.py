@@ -1,4 +1,4 @@
-"""Numeric kernels behind the classifier: class sums, class medians, distances.
+"""Numeric kernels behind the classifier: class moments, class medians, distances.
 
 Distances are computed in the dtype of the data (float32 stays float32) by a fast
 pass: a matrix product for ``l2`` and, for ``l1``, a compiled kernel when numba is
@@ -56,82 +56,7 @@ def _rows_per_block(n_features, itemsize, budget=None):
     return max(1, budget // max(1, n_features * itemsize))
 
 
-def class_sums(X, y_index, n_classes, sample_weight=None):
-    """Return the weighted per-class sums of the rows of `X` and the class weights.
-
-    The rows are visited class by class in blocks of fixed size, so the result
-    depends on nothing but the input and the scratch memory stays bounded.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-        Rows to accumulate.
-    y_index : ndarray of shape (n_samples,), dtype=intp
-        Class index of each row, in ``range(n_classes)``.
-    n_classes : int
-        Number of classes.
-    sample_weight : ndarray of shape (n_samples,), default=None
-        Weight of each row; every row weighs 1 when None.
-
-    Returns
-    -------
-    sums : ndarray of shape (n_classes, n_features), dtype=float64
-        Sum of the weighted rows of each class, accumulated in float64.
-    weights : ndarray of shape (n_classes,), dtype=float64
-        Summed weight of each class.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sk_meanclf._kernels import class_sums
-    >>> X = np.array([[1.0, 2.0], [3.0, 4.0], [10.0, 20.0]], dtype=np.float32)
-    >>> sums, weights = class_sums(X, np.array([0, 0, 1]), 2)
-    >>> sums
-    array([[ 4.,  6.],
-           [10., 20.]])
-    >>> weights
-    array([2., 1.])
-    """
-    n_samples, n_features = X.shape
-    y_index = np.asarray(y_index, dtype=np.intp)
-    sums = np.zeros((n_classes, n_features), dtype=np.float64)
-    if sample_weight is None:
-        weights = np.bincount(y_index, minlength=n_classes).astype(np.float64)
-    else:
-        sample_weight = np.asarray(sample_weight, dtype=np.float64)
-        weights = np.bincount(y_index, weights=sample_weight, minlength=n_classes)
-    if n_samples == 0:
-        return sums, weights
-
-    # Visit the rows class by class, in blocks of bounded size; rows already
-    # grouped by class (as loaded from folders) are summed without a copy.
-    grouped = bool(np.all(y_index[1:] >= y_index[:-1]))
-    order = None if grouped else np.argsort(y_index, kind="stable")
-    sorted_labels = y_index if grouped else y_index[order]
-    step = _rows_per_block(n_features, 8)
-    buffer = np.empty((min(step, n_samples), n_features), dtype=np.float64)
-    for start in range(0, n_samples, step):
-        stop = min(start + step, n_samples)
-        if grouped:
-            block = X[start:stop]
-        else:
-            block = np.take(X, order[start:stop], axis=0)
-        labels = sorted_labels[start:stop]
-        if sample_weight is not None:
-            rows = buffer[: stop - start]
-            rows[...] = block
-            if grouped:
-                rows *= sample_weight[start:stop, None]
-            else:
-                rows *= sample_weight[order[start:stop], None]
-            block = rows
-        cuts = np.flatnonzero(labels[1:] != labels[:-1]) + 1
-        for first, last in zip(np.r_[0, cuts], np.r_[cuts, stop - start], strict=True):
-            sums[labels[first]] += block[first:last].sum(axis=0, dtype=np.float64)
-    return sums, weights
-
-
-def class_moments(X, y_index, n_classes, sample_weight=None, dtype=None):
+def class_moments(X, y_index, n_classes, sample_weight=None, dtype=None, scale=None):
     """Return per-class weighted sums, weights and sums of squared row norms.
 
     One pass over the rows, in blocks of bounded size shared over one thread per
@@ -152,6 +77,10 @@ def class_moments(X, y_index, n_classes, sample_weight=None, dtype=None):
     dtype : dtype, default=None
         Floating dtype in which the squared norms of the rows are computed; the
         dtype of `X` when None. The sums are always accumulated in float64.
+    scale : float, default=None
+        Power of two that multiplies every row (exactly) before it is summed
+        and squared, so that rows too large or too small to square in `dtype`
+        can be accumulated; 1 when None.
 
     Returns
     -------
@@ -187,7 +116,7 @@ def class_moments(X, y_index, n_classes, sample_weight=None, dtype=None):
         weights = np.bincount(y_index, weights=sample_weight, minlength=n_classes)
     # Rows already grouped by class (as loaded from folders) are summed in place.
     grouped = bool(np.all(y_index[1:] >= y_index[:-1]))
-    cast = X.dtype != dtype
+    cast = X.dtype != dtype or scale is not None
     step = _rows_per_block(n_features, 8 if cast or sample_weight is not None else 4)
     partial = {}
 
@@ -203,6 +132,8 @@ def class_moments(X, y_index, n_classes, sample_weight=None, dtype=None):
         for start in range(a, b, step):
             stop = min(start + step, b)
             block = X[start:stop].astype(dtype, copy=False)
+            if scale is not None:
+                block = block * dtype.type(scale)
             labels = y_index[start:stop]
             norms = np.einsum("ij,ij->i", block, block).astype(np.float64)
             if sample_weight is not None:
@@ -329,45 +260,13 @@ def _median_of_rows(values, sample_weight=None):
     return medians
 
 
-def weighted_median(X, sample_weight=None):
-    """Return the column-wise weighted median of `X`.
-
-    With unit weights this equals ``numpy.median(X.astype(np.float64), axis=0)``:
-    where the cumulative weight reaches exactly half the total, the two middle
-    values are averaged (in float64, so the average is exact).
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-        Values, one column per feature.
-    sample_weight : ndarray of shape (n_samples,), default=None
-        Non-negative weight of each row, with a positive total; every row weighs 1
-        when None.
-
-    Returns
-    -------
-    median : ndarray of shape (n_features,), dtype=float64
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sk_meanclf._kernels import weighted_median
-    >>> X = np.array([[1.0], [2.0], [4.0], [8.0]])
-    >>> weighted_median(X)
-    array([3.])
-    >>> weighted_median(X, np.array([1.0, 1.0, 3.0, 0.0]))
-    array([4.])
-    """
-    if sample_weight is not None:
-        sample_weight = np.asarray(sample_weight, dtype=np.float64)
-    return _median_of_rows(_transposed(X), sample_weight)
-
-
 def class_medians(X, y_index, n_classes, sample_weight=None):
     """Return the column-wise weighted median of the rows of each class.
 
-    Equivalent to calling :func:`weighted_median` on the rows of each class, with
-    one transposed copy of one class at a time.
+    Where the cumulative weight of a column reaches exactly half its total, the
+    two middle values are averaged (in float64, so the average is exact); with
+    unit weights this equals ``numpy.median`` of the class's rows in float64.
+    One transposed copy of one class is sorted at a time.
 
     Parameters
     ----------
@@ -491,18 +390,29 @@ def _in_pieces(work, n_samples, size):
     """
     n_threads, pool = _thread_pool()
     if n_threads == 1 or size < _PARALLEL_WORK or n_samples < 8:
-        work(0, n_samples)
+        _quietly(work, 0, n_samples)
         return
     n_pieces = 4 * n_threads
     edges = 4 * np.linspace(0, n_samples / 4, n_pieces + 1).round().astype(int)
     edges[-1] = n_samples
     pieces = [
-        pool.submit(work, a, b)
+        pool.submit(_quietly, work, a, b)
         for a, b in zip(edges[:-1], edges[1:], strict=True)
         if b > a
     ]
     for piece in pieces:
         piece.result()
+
+
+def _quietly(work, a, b):
+    """Call ``work(a, b)`` without floating-point warnings.
+
+    Rows too large for the working dtype overflow to infinite distances, which
+    the callers detect and recompute; numpy's error state belongs to each
+    thread, so it is set here, in the thread that does the work.
+    """
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        work(a, b)
 
 
 @contextlib.contextmanager
@@ -602,20 +512,29 @@ def _l1_sums(X, C):
 
 
 def _exact_distances(X, centroids, norm):
-    """Brute-force float64 distances, in blocks of rows of bounded size."""
+    """Brute-force float64 distances, in blocks of rows of bounded size.
+
+    The differences of a row to a centroid are divided by the power of two
+    nearest above their largest magnitude before they are summed or squared,
+    and the result multiplied back, so that no value overflows or underflows
+    unless the distance itself does; for values of ordinary size this rounds
+    exactly as the plain sum would.
+    """
     n_classes, n_features = centroids.shape
     out = np.empty((X.shape[0], n_classes), dtype=np.float64)
     step = _rows_per_block(n_classes * n_features, 8, _REFINE_BYTES)
     for start in range(0, X.shape[0], step):
         block = X[start : start + step].astype(np.float64)
         diff = block[:, None, :] - centroids[None, :, :]
-        if norm == "l1":
-            np.abs(diff, out=diff)
-        else:
+        np.abs(diff, out=diff)
+        _, exponent = np.frexp(diff.max(axis=2, initial=0.0))
+        diff *= np.ldexp(1.0, -exponent)[:, :, None]
+        if norm == "l2":
             np.square(diff, out=diff)
-        out[start : start + step] = diff.sum(axis=2) / n_features
-    if norm == "l2":
-        np.sqrt(out, out=out)
+        part = diff.sum(axis=2) / n_features
+        if norm == "l2":
+            np.sqrt(part, out=part)
+        out[start : start + step] = np.ldexp(part, exponent)
     return out
 
 
@@ -709,8 +628,6 @@ def distances(X, centroids, norm):
     array([[0.    , 1.    ],
            [2.2361, 1.4142]], dtype=float32)
     """
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float64)
     X = np.ascontiguousarray(X)
     dtype = X.dtype
     exact_centroids = np.asarray(centroids, dtype=np.float64)
@@ -741,5 +658,10 @@ def distances(X, centroids, norm):
         total /= dtype.type(n_features)
         out = np.sqrt(total, out=total)
     bound = bound.astype(dtype, copy=False)
+    # Below the normal range, every product and sum may lose up to the smallest
+    # subnormal number in absolute terms, whatever its relative error; the
+    # bound adds the smallest normal number instead, since arithmetic on a
+    # subnormal operand is many times slower on common CPUs.
+    bound += dtype.type((2 * n_features + 8) * np.finfo(dtype).tiny)
     _settle_near_ties(X, exact_centroids, norm, out, score, bound)
     return out

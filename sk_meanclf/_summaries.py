@@ -45,12 +45,6 @@ def partial_fit_classes(estimator, classes):
     first_call : bool
         Whether the estimator holds no summaries yet.
     """
-    if estimator.centroid != "mean":
-        raise ValueError(
-            "Expected `centroid` to be 'mean' for partial_fit, got "
-            f"{estimator.centroid!r}: a median cannot be updated from per-batch "
-            "summaries, so centroid='median' needs all rows in one call to fit."
-        )
     first_call = not hasattr(estimator, "_sums")
     if classes is None:
         if first_call:
@@ -111,21 +105,25 @@ def check_n_features(estimator, n_features, reset):
 def merge_summaries(a, b):
     """Return the summaries of two disjoint sets of rows taken together.
 
-    Sums and weights add up; scatters add up plus, for each class present in
-    both, the weighted squared gap between the two means (the pairwise update
-    of Chan, Golub and LeVeque).
+    Both are first brought to the larger of their two units (an exact division
+    by a power of two). Sums and weights add up; scatters add up plus, for each
+    class present in both, the weighted squared gap between the two means (the
+    pairwise update of Chan, Golub and LeVeque).
 
     Parameters
     ----------
-    a, b : tuple of (sums, weights, scatter)
-        Arrays of shapes (n_classes, n_features), (n_classes,), (n_classes,).
+    a, b : tuple of (sums, weights, scatter, exponent)
+        Arrays of shapes (n_classes, n_features), (n_classes,), (n_classes,),
+        the sums in units of ``2**exponent`` and the scatter in units of
+        ``4**exponent``.
 
     Returns
     -------
-    tuple of (sums, weights, scatter)
+    tuple of (sums, weights, scatter, exponent)
     """
-    sums_a, weights_a, scatter_a = a
-    sums_b, weights_b, scatter_b = b
+    exponent = max(a[3], b[3])
+    sums_a, weights_a, scatter_a = _in_units(a, exponent)
+    sums_b, weights_b, scatter_b = _in_units(b, exponent)
     total = weights_a + weights_b
     both = (weights_a > 0) & (weights_b > 0)
     scatter = scatter_a + scatter_b
@@ -139,7 +137,16 @@ def merge_summaries(a, b):
             * weights_b[both]
             / total[both]
         )
-    return sums_a + sums_b, total, scatter
+    return sums_a + sums_b, total, scatter, exponent
+
+
+def _in_units(summaries, exponent):
+    """Return sums, weights and scatter expressed in units of ``2**exponent``."""
+    sums, weights, scatter, own = summaries
+    if own == exponent:
+        return sums, weights, scatter
+    shift = int(own) - int(exponent)
+    return np.ldexp(sums, shift), weights, np.ldexp(scatter, 2 * shift)
 
 
 def store(estimator, classes, summaries, dtype, first_call=True, medians=None):
@@ -151,8 +158,8 @@ def store(estimator, classes, summaries, dtype, first_call=True, medians=None):
         The estimator being fitted or updated.
     classes : ndarray of shape (n_classes,)
         Sorted classes.
-    summaries : tuple of (sums, weights, scatter)
-        NumPy float64 summaries of the new rows.
+    summaries : tuple of (sums, weights, scatter, exponent)
+        NumPy float64 summaries of the new rows, in units of ``2**exponent``.
     dtype : dtype
         Working dtype of the rows (float32 or float64).
     first_call : bool, default=True
@@ -162,8 +169,13 @@ def store(estimator, classes, summaries, dtype, first_call=True, medians=None):
     """
     if first_call:
         estimator.classes_ = classes
-        estimator._sums, estimator._weights, estimator._scatter = summaries
+        (
+            estimator._sums,
+            estimator._weights,
+            estimator._scatter,
+            estimator._exponent,
+        ) = summaries
         estimator._dtype = np.dtype(dtype)
     else:
-        estimator._merge(*summaries)
+        estimator._merge(summaries)
     estimator._finalize(medians)

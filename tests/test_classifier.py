@@ -1,6 +1,7 @@
 """Tests of NearestMeanImageClassifier on toy arrays and on the real MNIST_SAMPLE."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -346,7 +347,8 @@ def test_class_scatter_equals_squared_deviations(offset, dtype):
     X64 = X.astype(np.float64)
     for sample_weight in [None, w]:
         unit = np.ones(len(y)) if sample_weight is None else sample_weight
-        sums, weights, scatter = _class_summaries(X, y, 5, sample_weight)
+        sums, weights, scatter, exponent = _class_summaries(X, y, 5, sample_weight)
+        assert exponent == 0
         means = [unit[y == k] @ X64[y == k] / unit[y == k].sum() for k in range(4)]
         expected = [
             unit[y == k] @ ((X64[y == k] - means[k]) ** 2).sum(axis=1) for k in range(4)
@@ -421,6 +423,103 @@ def test_float16_and_float32_far_values_stay_finite(norm):
     assert D32.dtype == np.float32
     assert np.isfinite(D32).all()
     assert_allclose(D32, _brute_force(big, clf32.centroids_, norm), rtol=1e-6)
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    return load_digits(return_X_y=True)
+
+
+def _check_consistent(clf, X):
+    """Assert that predict is the nearest centroid and probabilities are sound."""
+    predicted = clf.predict(X)
+    proba = clf.predict_proba(X)
+    assert_array_equal(predicted, clf.classes_[clf.transform(X).argmin(axis=1)])
+    assert np.isfinite(proba).all()
+    assert_allclose(proba.sum(axis=1), 1.0)
+    assert_array_equal(clf.classes_[proba.argmax(axis=1)], predicted)
+    assert np.isfinite(clf.scale_) and clf.scale_ > 0
+    return predicted, proba
+
+
+@pytest.mark.parametrize("centroid", CENTROIDS)
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize(
+    ("factor", "dtype"),
+    [(1e20, np.float32), (1e30, np.float32), (1e200, np.float64), (10**17, np.int64)],
+)
+def test_huge_values_predict_the_nearest_centroid(norm, centroid, factor, dtype):
+    """Check that values too large to square in their dtype still classify right."""
+    X, y = _digits()
+    Xs = (X * factor).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        clf = NearestMeanImageClassifier(norm=norm, centroid=centroid).fit(Xs, y)
+        predicted, _ = _check_consistent(clf, Xs)
+
+    # Float64 centroids, as fitted (centroids_ rounds them to float32), and a
+    # division by a power of two, which is exact, so that ties stay ties.
+    reduce = np.mean if centroid == "mean" else np.median
+    power = np.ldexp(1.0, int(np.round(np.log2(factor))))
+    X64 = Xs.astype(np.float64) / power
+    centroids = np.stack([reduce(X64[y == k], axis=0) for k in clf.classes_])
+    reference = _brute_force(X64, centroids, norm)
+    assert_array_equal(predicted, clf.classes_[reference.argmin(axis=1)])
+    base = NearestMeanImageClassifier(norm=norm, centroid=centroid).fit(X, y)
+    assert clf.scale_ / factor == pytest.approx(base.scale_, rel=1e-6)
+
+
+@pytest.mark.parametrize("centroid", CENTROIDS)
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize(
+    ("exponent", "dtype"),
+    [
+        (70, np.float32),
+        (100, np.float32),
+        (-100, np.float32),
+        (-120, np.float32),
+        (700, np.float64),
+        (1000, np.float64),
+        (-700, np.float64),
+        (-1000, np.float64),
+    ],
+)
+def test_model_is_scale_equivariant(norm, centroid, exponent, dtype):
+    """Check that scaling X by a power of two scales the model and keeps its output."""
+    X, y = _digits()
+    X = X.astype(dtype)
+    Xs = np.ldexp(X, exponent).astype(dtype)
+    base = NearestMeanImageClassifier(norm=norm, centroid=centroid).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        clf = NearestMeanImageClassifier(norm=norm, centroid=centroid).fit(Xs, y)
+        predicted, proba = _check_consistent(clf, Xs)
+
+    # Centroids below the normal range keep fewer bits.
+    atol = np.finfo(dtype).smallest_subnormal
+    expected = np.ldexp(base.centroids_.astype(np.float64), exponent)
+    assert_allclose(clf.centroids_, expected, rtol=1e-7, atol=atol)
+    assert clf.scale_ == pytest.approx(np.ldexp(base.scale_, exponent), rel=1e-6)
+    assert_array_equal(predicted, base.predict(X))
+    assert_allclose(proba, base.predict_proba(X), atol=1e-4)
+
+
+def test_partial_fit_merges_batches_of_different_magnitudes():
+    """Check that batches summarised in different units merge as one fit does."""
+    X, y = _digits()
+    Xs = np.ldexp(X, 700)
+    # A row of the last batch is larger by 2**100, so its batch is rescaled by
+    # another power of two than the others.
+    Xs[-1, 10] = np.ldexp(1.0, 800)
+    full = NearestMeanImageClassifier(norm="l2").fit(Xs, y)
+    streamed = NearestMeanImageClassifier(norm="l2")
+    for batch in np.array_split(np.arange(len(y)), 3):
+        streamed.partial_fit(Xs[batch], y[batch], classes=np.arange(10))
+
+    assert_allclose(streamed.centroids_, full.centroids_, rtol=1e-12)
+    assert streamed.scale_ == pytest.approx(full.scale_, rel=1e-10)
+    assert np.isfinite(full.scale_)
 
 
 # Sample weights
@@ -529,7 +628,7 @@ def test_partial_fit_continues_after_fit():
 
 
 def test_partial_fit_errors():
-    """Check partial_fit's errors: no classes, other classes, unknown labels, median."""
+    """Check partial_fit's errors: no classes, other classes, unknown labels."""
     with pytest.raises(ValueError, match="Expected `classes` on the first call"):
         NearestMeanImageClassifier().partial_fit(X_TOY, Y_TOY)
     with pytest.raises(ValueError, match=r"labels in `y` among .* got \[7\]"):
@@ -537,10 +636,22 @@ def test_partial_fit_errors():
     clf = NearestMeanImageClassifier().partial_fit(X_TOY, Y_TOY, classes=[3, 7])
     with pytest.raises(ValueError, match=r"got \[3, 7, 9\]"):
         clf.partial_fit(X_TOY, Y_TOY, classes=[3, 7, 9])
-    with pytest.raises(ValueError, match="got 'median': a median cannot be updated"):
-        NearestMeanImageClassifier(centroid="median").partial_fit(
-            X_TOY, Y_TOY, classes=[3, 7]
-        )
+
+
+def test_partial_fit_exists_only_for_mean_centroids():
+    """Check that centroid='median' has no partial_fit, and the error says why."""
+    assert hasattr(NearestMeanImageClassifier(), "partial_fit")
+    median = NearestMeanImageClassifier(centroid="median")
+    assert not hasattr(median, "partial_fit")
+    with pytest.raises(AttributeError, match="no attribute 'partial_fit'") as error:
+        median.partial_fit(X_TOY, Y_TOY, classes=[3, 7])
+    assert str(error.value.__cause__) == (
+        "partial_fit is available only with centroid='mean', got "
+        "centroid='median': a median cannot be updated from per-batch summaries; "
+        "call fit with all rows, or use centroid='mean'."
+    )
+    assert not hasattr(median.fit(X_TOY, Y_TOY), "partial_fit")
+    assert hasattr(median.set_params(centroid="mean"), "partial_fit")
 
 
 # Bad input
@@ -575,7 +686,6 @@ def test_bad_parameters(params, match):
         (np.array([[0.0, np.nan]] * 4), Y_TOY, "Input X contains NaN"),
         (np.array([[0.0, np.inf]] * 4), Y_TOY, "Input X contains infinity"),
         (np.arange(4.0), Y_TOY, "Expected 2D array, got 1D array"),
-        (np.zeros((4, 2, 2)), Y_TOY, "Found array with dim 3"),
         (X_TOY, Y_TOY[:3], r"inconsistent numbers of samples: \[4, 3\]"),
         (X_TOY, np.array([3, 3, 3, 3]), r"at least two classes in `y`, got 1 class: 3"),
         (X_TOY, np.array([0.5, 1.5, 2.5, 3.5]), "Unknown label type"),
@@ -586,6 +696,52 @@ def test_bad_fit_input(X, y, match):
     with pytest.raises(ValueError, match=match) as error:
         NearestMeanImageClassifier().fit(X, y)
     assert error.type is ValueError
+
+
+UNFLATTENED = (
+    r"Expected a 2-D array of flattened images, got shape \(4, 2, 2\); flatten it "
+    r"with X\.reshape\(len\(X\), -1\)\."
+)
+ALL_METHODS = [
+    "predict",
+    "predict_proba",
+    "predict_log_proba",
+    "decision_function",
+    "transform",
+    "score",
+]
+
+
+def _call(clf, method, X):
+    if method == "score":
+        return clf.score(X, [3, 3, 7, 7])
+    return getattr(clf, method)(X)
+
+
+@pytest.mark.parametrize("container", [np.asarray, lambda X: X.tolist()])
+@pytest.mark.parametrize("method", ["fit", "partial_fit", *ALL_METHODS])
+def test_unflattened_images_raise_a_clear_error(method, container):
+    """Check that 3-D input names its shape and how to flatten it, in every method."""
+    images = container(np.zeros((4, 2, 2)))
+    clf = NearestMeanImageClassifier()
+    with pytest.raises(ValueError, match=UNFLATTENED) as error:
+        if method == "fit":
+            clf.fit(images, Y_TOY)
+        elif method == "partial_fit":
+            clf.partial_fit(images, Y_TOY, classes=[3, 7])
+        else:
+            _call(clf.fit(X_TOY, Y_TOY), method, images)
+    assert error.type is ValueError
+
+
+def test_image_batches_with_a_channel_axis_raise_a_clear_error():
+    """Check that 4-D batches (n, channels, height, width) get the same message."""
+    clf = NearestMeanImageClassifier().fit(X_TOY, Y_TOY)
+    match = r"got shape \(100, 1, 28, 28\); flatten it with X\.reshape"
+    with pytest.raises(ValueError, match=match):
+        clf.predict(np.zeros((100, 1, 28, 28)))
+    with pytest.raises(ValueError, match=r"got shape \(100, 28, 28\)"):
+        NearestMeanImageClassifier().fit(np.zeros((100, 28, 28)), np.arange(100) % 2)
 
 
 def test_failed_fit_changes_nothing():

@@ -12,21 +12,6 @@ ESTIMATORS = [
 ] + [NearestMeanImageClassifier(priors="empirical")]
 
 
-# partial_fit raises a ValueError for centroid="median" by design, and these
-# checks call it.
-_MEDIAN_PARTIAL_FIT = "partial_fit rejects centroid='median': no streamable median."
-
-
-def _expected_failed_checks(estimator):
-    if estimator.centroid != "median":
-        return {}
-    return {
-        "check_fit_score_takes_y": _MEDIAN_PARTIAL_FIT,
-        "check_n_features_in_after_fitting": _MEDIAN_PARTIAL_FIT,
-        "check_estimators_partial_fit_n_features": _MEDIAN_PARTIAL_FIT,
-    }
-
-
 def _cuda_missing(check):
     """Return whether `check` runs on a CUDA device that this machine lacks.
 
@@ -43,7 +28,7 @@ def _cuda_missing(check):
     return not torch.cuda.is_available()
 
 
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed_checks)
+@parametrize_with_checks(ESTIMATORS)
 def test_sklearn_compatible_estimator(estimator, check):
     """Check that the estimator passes scikit-learn's estimator checks."""
     if _cuda_missing(check):

@@ -152,7 +152,8 @@ def test_dask_fit_runs_blockwise_on_the_workers(client, tiled_mnist_dask):
     ]
     assert len(summary_tasks) >= Xd.numblocks[0]
     assert {task["worker"] for task in summary_tasks} <= workers
-    assert max(task["nbytes"] for task in summary_tasks) == 10 * (784 + 2) * 8
+    # Per class: the sums, the weight, the scatter and the unit exponent.
+    assert max(task["nbytes"] for task in summary_tasks) == 10 * (784 + 3) * 8
 
 
 def test_dask_sample_weight_and_numpy_y(client, tiled_mnist):
@@ -235,6 +236,38 @@ def test_dask_ml_incremental(tiled_mnist, tiled_mnist_dask):
     assert model.score(Xd, yd) == pytest.approx(expected.score(X, y))
 
 
+def test_dask_ml_incremental_refuses_median_centroids(tiled_mnist_dask):
+    """Check that Incremental says a median estimator has no partial_fit."""
+    wrappers = pytest.importorskip("dask_ml.wrappers")
+    Xd, yd = tiled_mnist_dask
+    model = wrappers.Incremental(NearestMeanImageClassifier(centroid="median"))
+    with pytest.raises(ValueError, match="does not implement 'partial_fit'"):
+        model.fit(Xd, yd, classes=np.arange(10))
+
+
+def test_dask_fit_of_huge_values_matches_in_memory_fit():
+    """Check that blocks summarised in different units merge as one fit does."""
+    import dask
+
+    rng = np.random.default_rng(0)
+    X = np.ldexp(rng.uniform(size=(600, 20)), 700)
+    # The last block has a value larger by 2**100, so it is rescaled by
+    # another power of two than the others.
+    X[-1, 3] = np.ldexp(1.0, 800)
+    y = np.arange(600) % 3
+    expected = NearestMeanImageClassifier(norm="l2").fit(X, y)
+    with dask.config.set(scheduler="synchronous"):
+        clf = NearestMeanImageClassifier(norm="l2").fit(
+            da.from_array(X, chunks=(200, 20)), y
+        )
+        predicted = clf.predict(da.from_array(X, chunks=(200, 20))).compute()
+
+    assert_allclose(clf.centroids_, expected.centroids_, rtol=1e-12)
+    assert clf.scale_ == pytest.approx(expected.scale_, rel=1e-10)
+    assert np.isfinite(clf.scale_)
+    assert_array_equal(predicted, expected.predict(X))
+
+
 def test_dask_ml_parallel_post_fit(tiled_mnist, tiled_mnist_dask):
     """Check that dask-ml's ParallelPostFit fits on dask and predicts blockwise."""
     wrappers = pytest.importorskip("dask_ml.wrappers")
@@ -276,10 +309,46 @@ def test_dask_bad_input(tiled_mnist_dask):
         clf.partial_fit(Xd, yd + 2, classes=np.arange(10))
     assert_array_equal(clf.centroids_, fitted[0])
     assert_array_equal(clf.class_count_, fitted[1])
-    with pytest.raises(ValueError, match="centroid='median' needs all rows"):
+    with pytest.raises(AttributeError, match="no attribute 'partial_fit'") as error:
         NearestMeanImageClassifier(centroid="median").partial_fit(
             Xd, yd, classes=np.arange(10)
         )
+    assert "a median cannot be updated" in str(error.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "fit",
+        "partial_fit",
+        "predict",
+        "predict_proba",
+        "predict_log_proba",
+        "decision_function",
+        "transform",
+        "score",
+    ],
+)
+def test_dask_unflattened_images_raise_a_clear_error(method):
+    """Check that a 3-D dask array names its shape and how to flatten it."""
+    images = da.zeros((100, 28, 28), chunks=(50, 28, 28))
+    y = np.arange(100) % 2
+    clf = NearestMeanImageClassifier()
+    if method not in ("fit", "partial_fit"):
+        clf.fit(np.random.default_rng(0).random((100, 784)), y)
+    match = (
+        r"Expected a 2-D array of flattened images, got shape \(100, 28, 28\); "
+        r"flatten it with X\.reshape\(len\(X\), -1\)\."
+    )
+    with pytest.raises(ValueError, match=match):
+        if method == "fit":
+            clf.fit(images, y)
+        elif method == "partial_fit":
+            clf.partial_fit(images, y, classes=[0, 1])
+        elif method == "score":
+            clf.score(images, y)
+        else:
+            getattr(clf, method)(images)
 
 
 def test_dask_is_not_imported_for_numpy_input():

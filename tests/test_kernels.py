@@ -13,9 +13,7 @@ from sk_meanclf._kernels import (
     class_medians,
     class_moments,
     class_scatter,
-    class_sums,
     distances,
-    weighted_median,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +64,7 @@ def _reference_centroids(X, y, n_classes, centroid):
 
 def _centroids(X, y, n_classes, centroid):
     if centroid == "mean":
-        sums, weights = class_sums(X, y, n_classes)
+        sums, weights, _ = class_moments(X, y, n_classes)
         return sums / weights[:, None]
     return class_medians(X, y, n_classes)
 
@@ -132,7 +130,7 @@ def test_distances_match_float64_reference_on_mnist_sample(
 def test_book_figures_on_mnist_sample(mnist_sample, use_numba):
     """Check the book's l1 accuracies and distances of the second training 3."""
     (X_train, y_train), (X_valid, y_valid) = mnist_sample
-    sums, weights = class_sums(X_train, y_train, 2)
+    sums, weights, _ = class_moments(X_train, y_train, 2)
     centroids = sums / weights[:, None]
     predicted = distances(X_valid, centroids, "l1").argmin(axis=1)
     assert round(np.mean(predicted[y_valid == 0] == 0), 4) == 0.9168
@@ -256,9 +254,8 @@ import numpy as np
 from sk_meanclf import _kernels
 X = np.random.default_rng(0).random((50, 12)).astype(np.float32)
 y = np.arange(50) % 3
-sums, weights = _kernels.class_sums(X, y, 3)
+sums, weights, _ = _kernels.class_moments(X, y, 3)
 _kernels.class_medians(X, y, 3)
-_kernels.weighted_median(X)
 _kernels.distances(X, sums / weights[:, None], "l2")
 assert "numba" not in sys.modules, "numba imported before any l1 distance"
 _kernels.distances(X, sums / weights[:, None], "l1")
@@ -270,31 +267,10 @@ assert _kernels._numba_kernels() is first
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
-def test_class_sums_match_float64_sums(t10k):
-    """Check per-class sums and weights, with and without sample weights."""
-    X, y = t10k
-    X64 = X.astype(np.float64)
-    sums, weights = class_sums(X, y, 10)
-    assert sums.dtype == np.float64
-    assert_allclose(sums, [X64[y == k].sum(axis=0) for k in range(10)], rtol=1e-12)
-    assert_array_equal(weights, np.bincount(y, minlength=10))
-
-    sample_weight = np.random.default_rng(2).uniform(0.0, 3.0, size=len(y))
-    sums, weights = class_sums(X, y, 10, sample_weight)
-    expected = [sample_weight[y == k] @ X64[y == k] for k in range(10)]
-    assert_allclose(sums, expected, rtol=1e-12)
-    assert_allclose(weights, [sample_weight[y == k].sum() for k in range(10)])
-
-
-def test_class_sums_of_grouped_rows_equal_those_of_shuffled_rows(t10k):
-    """Check that rows sorted by class and shuffled rows give the same sums."""
-    X, y = t10k
-    order = np.argsort(y, kind="stable")
-    grouped, grouped_weights = class_sums(X[order], y[order], 11)
-    shuffled, shuffled_weights = class_sums(X, y, 11)
-    assert_allclose(grouped, shuffled, rtol=1e-12)
-    assert_array_equal(grouped_weights, shuffled_weights)
-    assert_array_equal(grouped[10], 0.0)
+def _one_class_median(X, sample_weight=None):
+    """The weighted median of the columns of `X`, taken as a single class."""
+    y = np.zeros(X.shape[0], dtype=np.intp)
+    return class_medians(X, y, 1, sample_weight)[0]
 
 
 def test_weighted_median_equals_numpy_median(t10k):
@@ -303,10 +279,11 @@ def test_weighted_median_equals_numpy_median(t10k):
     for k in [0, 1]:
         rows = X[y == k]
         expected = np.median(rows.astype(np.float64), axis=0)
-        assert_array_equal(weighted_median(rows), expected)
-        assert_array_equal(weighted_median(rows, np.ones(len(rows))), expected)
+        assert_array_equal(_one_class_median(rows), expected)
+        assert_array_equal(_one_class_median(rows, np.ones(len(rows))), expected)
     odd = X[:999]
-    assert_array_equal(weighted_median(odd), np.median(odd.astype(np.float64), axis=0))
+    expected = np.median(odd.astype(np.float64), axis=0)
+    assert_array_equal(_one_class_median(odd), expected)
 
 
 def test_weighted_median_equals_median_of_repeated_rows():
@@ -318,7 +295,7 @@ def test_weighted_median_equals_median_of_repeated_rows():
         counts = rng.integers(0, 4, size=n_rows)
         counts[rng.integers(n_rows)] += 1
         expected = np.median(np.repeat(X, counts, axis=0).astype(np.float64), axis=0)
-        assert_array_equal(weighted_median(X, counts.astype(np.float64)), expected)
+        assert_array_equal(_one_class_median(X, counts.astype(np.float64)), expected)
 
 
 def test_class_medians_equal_weighted_median_per_class(t10k):
@@ -328,14 +305,17 @@ def test_class_medians_equal_weighted_median_per_class(t10k):
     medians = class_medians(X, y, 10)
     assert medians.dtype == np.float64
     for k in range(10):
-        assert_array_equal(medians[k], weighted_median(X[y == k]))
+        expected = np.median(X[y == k].astype(np.float64), axis=0)
+        assert_array_equal(medians[k], expected)
 
     counts = np.random.default_rng(4).integers(0, 3, size=len(y)).astype(np.float64)
     counts[:10] = 1.0
     medians = class_medians(X, y, 10, counts)
     for k in range(10):
         mask = y == k
-        assert_array_equal(medians[k], weighted_median(X[mask], counts[mask]))
+        repeated = np.repeat(X[mask], counts[mask].astype(int), axis=0)
+        expected = np.median(repeated.astype(np.float64), axis=0)
+        assert_array_equal(medians[k], expected)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -468,3 +448,47 @@ def test_class_moments_match_float64_sums(t10k):
             assert_array_equal(sums[10], 0.0)
             assert_allclose(weights, [unit[y == k].sum() for k in range(10)] + [0])
             assert_allclose(squares, expected_squares + [0.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("exponent", [-200, 0, 200])
+def test_class_moments_scale_rows_by_a_power_of_two(exponent):
+    """Check that `scale` divides huge or tiny rows back to a squarable range."""
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-1.0, 1.0, size=(300, 40))
+    y = np.arange(300) % 3
+    expected = class_moments(X, y, 3)
+    scaled = class_moments(np.ldexp(X, exponent), y, 3, scale=np.ldexp(1.0, -exponent))
+    assert_array_equal(scaled[0], expected[0])
+    assert_array_equal(scaled[1], expected[1])
+    assert_array_equal(scaled[2], expected[2])
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize("exponent", [-1000, -600, 0, 600, 1000])
+def test_exact_distances_neither_overflow_nor_underflow(norm, exponent):
+    """Check that the float64 fallback scales differences, and is exact when it can."""
+    rng = np.random.default_rng(4)
+    X = rng.uniform(-1.0, 1.0, size=(50, 30))
+    C = rng.uniform(-1.0, 1.0, size=(4, 30))
+    reference = _reference_distances(X, C, norm)
+    D = _kernels._exact_distances(np.ldexp(X, exponent), np.ldexp(C, exponent), norm)
+    assert_allclose(np.ldexp(D, -exponent), reference, rtol=1e-14)
+    if exponent == 0:
+        assert_array_equal(D, _kernels._exact_distances(X, C, norm))
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize(
+    ("exponent", "dtype"), [(-110, np.float32), (-1000, np.float64)]
+)
+def test_distances_of_tiny_rows_pick_the_nearest_centroid(
+    use_numba, norm, exponent, dtype
+):
+    """Check that products below the normal range do not hide the nearest centroid."""
+    rng = np.random.default_rng(5)
+    X = rng.uniform(0.0, 1.0, size=(200, 30))
+    C = rng.uniform(0.0, 1.0, size=(5, 30))
+    Xs = np.ldexp(X, exponent).astype(dtype)
+    D = distances(Xs, np.ldexp(C, exponent), norm)
+    reference = _reference_distances(X, C, norm)
+    assert_array_equal(D.argmin(axis=1), reference.argmin(axis=1))

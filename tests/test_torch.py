@@ -275,6 +275,61 @@ def test_torch_cuda_matches_numpy(digits, norm, centroid):
     _check_same_as_numpy(clf, expected, X, X_t, "torch", X_t.device)
 
 
+@pytest.mark.parametrize("dispatch", [False, True])
+@pytest.mark.parametrize("method", ["fit", "partial_fit", *METHODS, "score"])
+def test_torch_unflattened_images_raise_a_clear_error(digits, method, dispatch):
+    """Check that a 3-D tensor names its shape and how to flatten it."""
+    X, y = digits
+    images = torch.zeros((100, 28, 28))
+    y_t = torch.asarray(y[:100])
+    match = (
+        r"Expected a 2-D array of flattened images, got shape \(100, 28, 28\); "
+        r"flatten it with X\.reshape\(len\(X\), -1\)\."
+    )
+    with config_context(array_api_dispatch=dispatch):
+        clf = NearestMeanImageClassifier()
+        if method not in ("fit", "partial_fit"):
+            clf.fit(torch.asarray(X[:100]), y_t)
+        with pytest.raises(ValueError, match=match):
+            if method == "fit":
+                clf.fit(images, y_t)
+            elif method == "partial_fit":
+                clf.partial_fit(images, y_t, classes=np.unique(y))
+            elif method == "score":
+                clf.score(images, y_t)
+            else:
+                getattr(clf, method)(images)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2"])
+@pytest.mark.parametrize(
+    ("exponent", "dtype"),
+    [(70, np.float32), (-120, np.float32), (700, np.float64), (-1000, np.float64)],
+)
+def test_torch_huge_and_tiny_values_classify_like_numpy(norm, exponent, dtype):
+    """Check that tensors too large or small to square are fitted in scaled units."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = X.astype(dtype)
+    base = NearestMeanImageClassifier(norm=norm).fit(X, y)
+    Xs = torch.asarray(np.ldexp(X, exponent).astype(dtype))
+
+    with config_context(array_api_dispatch=True):
+        clf = NearestMeanImageClassifier(norm=norm).fit(Xs, torch.asarray(y))
+        predicted = _to_numpy(clf.predict(Xs))
+        proba = _to_numpy(clf.predict_proba(Xs))
+        D = _to_numpy(clf.transform(Xs))
+
+    assert clf.scale_ == pytest.approx(np.ldexp(base.scale_, exponent), rel=1e-6)
+    assert_array_equal(predicted, base.predict(X))
+    assert np.isfinite(proba).all()
+    assert_allclose(proba.sum(axis=1), 1.0)
+    assert_allclose(proba, base.predict_proba(X), atol=1e-4)
+    expected = np.ldexp(base.transform(X).astype(np.float64), exponent)
+    assert_allclose(D, expected, rtol=1e-5)
+
+
 def test_torch_is_not_imported_for_numpy_input():
     """Check that NumPy input never imports torch or the array API packages."""
     code = textwrap.dedent(
