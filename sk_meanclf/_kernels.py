@@ -36,9 +36,6 @@ _BLOCK_BYTES = 4 << 20
 # Multiply-adds (rows x classes x features) below which a kernel runs on the
 # calling thread alone.
 _PARALLEL_WORK = 1 << 22
-# Rows of every BLAS call of the l2 products are a multiple of this, so that no
-# row falls on the edge of a call, where BLAS rounds differently.
-_BLAS_ROWS = 128
 # The BLAS libraries (a threadpoolctl selection), found on first use, and how
 # many calls currently hold them to one thread.
 _BLAS = None
@@ -448,32 +445,22 @@ def _l2_products(X, C):
     Pieces of rows are shared over the thread pool, and each piece is cut into
     blocks that stay in cache for their norms. The products go to BLAS on one
     thread per piece: waking its own threads at every call costs more than the
-    product when other processes keep the CPUs busy. BLAS rounds the rows at
-    the edge of a call differently from the others, so every call takes a
-    multiple of ``_BLAS_ROWS`` rows, the last block of a piece being padded
-    with zeros: a row then gets the same products in any chunk of rows.
+    product when other processes keep the CPUs busy. How BLAS rounds a product
+    can depend on the size of the call and on the row's place in it (OpenBLAS's
+    Haswell kernels do), so the last bits of a row's distances may change with
+    the chunk it comes in; `distances` bounds that rounding, and predictions do
+    not depend on it.
     """
     n_samples, n_features = X.shape
     products = np.empty((n_samples, C.shape[0]), dtype=X.dtype)
     squares = np.empty(n_samples, dtype=X.dtype)
     step = _rows_per_block(n_features, X.itemsize, 1 << 20)
-    step = max(_BLAS_ROWS, step - step % _BLAS_ROWS)
 
     def work(a, b):
-        padded = None
         for start in range(a, b, step):
             stop = min(start + step, b)
             block = X[start:stop]
-            n_rows = stop - start
-            if n_rows % _BLAS_ROWS == 0:
-                np.matmul(block, C.T, out=products[start:stop])
-            else:
-                if padded is None:
-                    padded = np.zeros((step, n_features), dtype=X.dtype)
-                size = n_rows + (-n_rows) % _BLAS_ROWS
-                padded[:n_rows] = block
-                padded[n_rows:size] = 0
-                products[start:stop] = (padded[:size] @ C.T)[:n_rows]
+            np.matmul(block, C.T, out=products[start:stop])
             np.einsum("ij,ij->i", block, block, out=squares[start:stop])
 
     with _blas_on_one_thread():

@@ -414,7 +414,12 @@ def test_distances_to_100_centroids_match_float64_reference(t10k, use_numba, nor
 def test_distances_of_a_row_do_not_depend_on_its_chunk(
     t10k, use_numba, norm, n_classes
 ):
-    """Check that a row gets bit-identical distances in any chunk of rows."""
+    """Check that a row gets the same nearest class in any chunk of rows.
+
+    l1 sums each row alone, so its distances are bit-identical; the l2 products
+    go through BLAS, which may round a row differently by the size of the call
+    and the row's place in it, so those agree to float32 rounding.
+    """
     X, y = t10k
     X = X[:3000]
     y = y[:3000] * 10 + np.arange(3000) % 10 if n_classes == 100 else y[:3000]
@@ -422,11 +427,17 @@ def test_distances_of_a_row_do_not_depend_on_its_chunk(
     whole = distances(X, centroids, norm)
     for size in [1, 7, 333, 1000, 2999]:
         rows = 300 if size == 1 else len(X)
-        parts = [
-            distances(X[start : min(start + size, rows)], centroids, norm)
-            for start in range(0, rows, size)
-        ]
-        assert_array_equal(np.concatenate(parts), whole[:rows], err_msg=str(size))
+        parts = np.concatenate(
+            [
+                distances(X[start : min(start + size, rows)], centroids, norm)
+                for start in range(0, rows, size)
+            ]
+        )
+        assert_array_equal(parts.argmin(axis=1), whole[:rows].argmin(axis=1))
+        if norm == "l1":
+            assert_array_equal(parts, whole[:rows], err_msg=str(size))
+        else:
+            assert_allclose(parts, whole[:rows], rtol=1e-5, err_msg=str(size))
 
 
 def test_class_moments_match_float64_sums(t10k):
