@@ -11,7 +11,7 @@ from sklearn.base import (
     TransformerMixin,
 )
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets, unique_labels
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sk_meanclf import _array_api, _dask, _kernels, _summaries
@@ -362,13 +362,7 @@ class NearestMeanImageClassifier(
 
         # Non-finite values are detected from the class sums, without a pass.
         X, y = validate_data(self, X, y, dtype="numeric", ensure_all_finite=False)
-        check_classification_targets(y)
-        classes, y_index = np.unique(y, return_inverse=True)
-        if classes.shape[0] < 2:
-            raise ValueError(
-                "Expected at least two classes in `y`, got 1 class: "
-                f"{classes.tolist()[0]!r}."
-            )
+        classes, y_index = _encode_targets(y)
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
 
         summaries = _class_summaries(X, y_index, classes.shape[0], sample_weight)
@@ -426,37 +420,12 @@ class NearestMeanImageClassifier(
         if backend is not None:
             return backend.partial_fit(self, X, y, classes, sample_weight)
 
-        first_call = not hasattr(self, "_sums")
-        if first_call and classes is None:
-            raise ValueError(
-                "Expected `classes` on the first call to partial_fit, got None."
-            )
-        if classes is not None:
-            classes = unique_labels(classes)
-            if classes.shape[0] < 2:
-                raise ValueError(
-                    "Expected at least two classes in `classes`, got "
-                    f"{classes.tolist()!r}."
-                )
-            if not first_call and not np.array_equal(classes, self.classes_):
-                raise ValueError(
-                    f"Expected `classes` to be {self.classes_.tolist()!r} as on "
-                    f"the first call to partial_fit, got {classes.tolist()!r}."
-                )
-        else:
-            classes = self.classes_
-
+        classes, first_call = _summaries.partial_fit_classes(self, classes)
         X, y = validate_data(
             self, X, y, dtype="numeric", reset=first_call, ensure_all_finite=False
         )
         check_classification_targets(y)
-        unknown = np.setdiff1d(y, classes)
-        if unknown.size:
-            raise ValueError(
-                f"Expected labels in `y` among `classes` {classes.tolist()!r}, "
-                f"got {unknown.tolist()!r}."
-            )
-        y_index = np.searchsorted(classes, y)
+        y_index = _summaries.encode_labels(y, classes)
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
 
         summaries = _class_summaries(X, y_index, classes.shape[0], sample_weight)
@@ -808,6 +777,55 @@ def _softmax(jll):
     if rows.size:
         proba[rows, best[rows]] = np.nextafter(proba[rows, best[rows]], 2.0)
     return proba
+
+
+def _encode_targets(y):
+    """Check the labels of a fit; return the sorted classes and each row's index.
+
+    Integer labels are always classification targets and, when they span a
+    range no wider than the number of rows (digits, say), are counted with one
+    ``bincount`` instead of the sort behind ``np.unique``; the result is the
+    same.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_samples,)
+        Labels, as validated by ``validate_data``.
+
+    Returns
+    -------
+    classes : ndarray of shape (n_classes,)
+        The distinct labels, sorted, in the dtype of `y`.
+    y_index : ndarray of shape (n_samples,), dtype=intp
+        Index of each label in `classes`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sk_meanclf._classifier import _encode_targets
+    >>> _encode_targets(np.array([7, 3, 7, 9]))
+    (array([3, 7, 9]), array([1, 0, 1, 2]))
+    >>> _encode_targets(np.array(["b", "a", "b"]))
+    (array(['a', 'b'], dtype='<U1'), array([1, 0, 1]))
+    """
+    classes = None
+    if y.dtype.kind in "iu":
+        low, high = int(y.min()), int(y.max())
+        bounds = np.iinfo(np.intp)
+        narrow = high - low < max(y.shape[0], 1024)
+        if narrow and bounds.min <= low and high <= bounds.max:
+            offset = np.subtract(y, low, dtype=np.intp)
+            present = np.flatnonzero(np.bincount(offset))
+            index = np.zeros(high - low + 1, dtype=np.intp)
+            index[present] = np.arange(present.shape[0])
+            classes = (present + low).astype(y.dtype)
+            y_index = index[offset]
+    else:
+        check_classification_targets(y)
+    if classes is None:
+        classes, y_index = np.unique(y, return_inverse=True)
+    _summaries.check_classes(classes)
+    return classes, y_index
 
 
 def _check_all_finite(X):

@@ -21,6 +21,7 @@ from sk_meanclf._classifier import (
     _chunk_n_rows,
     _class_summaries,
     _distances,
+    _encode_targets,
     _softmax,
 )
 
@@ -156,6 +157,29 @@ def test_string_and_non_contiguous_labels():
     assert_array_equal(clf.predict(X), names[by_index])
     clf = NearestMeanImageClassifier().fit(X, y_int)
     assert_array_equal(clf.predict(X), np.array([-5, 2, 40, 1000])[by_index])
+
+
+@pytest.mark.parametrize(
+    "y",
+    [
+        np.array([7, 3, 7, 3, 3], dtype=np.uint8),
+        np.array([-5, 2, 40, 1000, 2, -5]),
+        np.array([10**12, -(10**12), 0, 10**12]),
+        np.array([2**63 - 1, 2**63 + 5, 2**63 - 1], dtype=np.uint64),
+        np.array([-(2**63), 2**63 - 1]),
+        np.array([True, False, True]),
+        np.array(["seven", "three", "seven"]),
+        np.array([3.0, 7.0, 3.0]),
+    ],
+)
+def test_encode_targets_equals_unique(y):
+    """Check that the labels are encoded as np.unique does, whatever their range."""
+    classes, y_index = _encode_targets(y)
+    expected_classes, expected_index = np.unique(y, return_inverse=True)
+    assert classes.dtype == expected_classes.dtype
+    assert_array_equal(classes, expected_classes)
+    assert_array_equal(y_index, expected_index)
+    assert_array_equal(classes[y_index], y)
 
 
 def test_ties_go_to_first_class():
