@@ -458,7 +458,7 @@ def _iter_jll(estimator, X, xp, device, likelihood=True):
     eligible = xp.isfinite(estimator._log_prior)
     for rows in _batches(n_samples, n_features, 4):
         Xw = _times_power_of_two(xp.astype(X[rows, :], work), -exponent)
-        D = distances(Xw, centroids, estimator.norm, xp)
+        D = distances(Xw, centroids, estimator._norm, xp)
         D = xp.where(seen[None, :], D, xp.asarray(xp.inf, dtype=work, device=device))
         if not likelihood:
             yield _times_power_of_two(D, exponent), None
@@ -471,14 +471,14 @@ def _iter_jll(estimator, X, xp, device, likelihood=True):
         )
         # Python floats: array-api-strict refuses NumPy scalars. Distances
         # enter as ratios to the scale, as on the NumPy path.
-        if estimator.norm == "l2":
+        if estimator._norm == "l2":
             sigma = math.ldexp(float(estimator._sigma), -exponent)
             jll = -(n_features / 2.0) * (((D - D_min) / sigma) * ((D + D_min) / sigma))
         else:
             scale = math.ldexp(float(estimator.scale_), -exponent)
             jll = -float(n_features) * ((D - D_min) / scale)
         jll = xp.where(eligible[None, :], jll, xp.asarray(-xp.inf, device=device))
-        if not (isinstance(estimator.priors, str) and estimator.priors == "uniform"):
+        if not estimator._uniform_prior:
             jll = jll + estimator._log_prior
         yield D, jll
 

@@ -370,10 +370,7 @@ class NearestMeanImageClassifier(
         if self.centroid == "median":
             medians = _class_medians(X, y_index, summaries[1], sample_weight)
 
-        self.classes_ = classes
-        self._sums, self._weights, self._scatter, self._exponent = summaries
-        self._dtype = _work_dtype(X.dtype)
-        self._finalize(medians)
+        _summaries.store(self, classes, summaries, _work_dtype(X.dtype), True, medians)
         return self
 
     def _has_partial_fit(self):
@@ -429,13 +426,7 @@ class NearestMeanImageClassifier(
         sample_weight = _check_sample_weight(sample_weight, X.shape[0])
 
         summaries = _class_summaries(X, y_index, classes.shape[0], sample_weight)
-        if first_call:
-            self.classes_ = classes
-            self._sums, self._weights, self._scatter, self._exponent = summaries
-            self._dtype = _work_dtype(X.dtype)
-        else:
-            self._merge(summaries)
-        self._finalize(None)
+        _summaries.store(self, classes, summaries, _work_dtype(X.dtype), first_call)
         return self
 
     def predict(self, X):
@@ -687,6 +678,10 @@ class NearestMeanImageClassifier(
         # Standard deviation of the pooled variance, back in the units of X.
         sigma = float(np.ldexp(np.sqrt(variance), self._exponent))
         self.scale_ = sigma if self.norm == "l2" else sigma / np.sqrt(2.0)
+        # Predictions follow the norm and priors of the last fit, not later
+        # set_params calls, as `scale_` and `class_prior_` do.
+        self._norm = self.norm
+        self._uniform_prior = isinstance(self.priors, str) and self.priors == "uniform"
         self._sigma = sigma
         self._log_prior = log_prior
         self._seen = seen
@@ -712,7 +707,7 @@ class NearestMeanImageClassifier(
             rows = slice(start, min(start + chunk, n_samples))
             # Overflowing rows are detected and recomputed by _distances.
             with np.errstate(over="ignore", invalid="ignore"):
-                D = _distances(X[rows], centroids, self.norm)
+                D = _distances(X[rows], centroids, self._norm)
             if not self._seen.all():
                 D[:, ~self._seen] = np.inf
             if not likelihood:
@@ -739,7 +734,7 @@ class NearestMeanImageClassifier(
         # and of D + D_min, each divided by sigma / sqrt(n_features / 2).
         with np.errstate(over="ignore", invalid="ignore"):
             jll = D - D_min
-            if self.norm == "l2":
+            if self._norm == "l2":
                 factor = np.sqrt(n_features / 2.0) / self._sigma
                 jll *= -factor
                 total = D + D_min
@@ -758,7 +753,7 @@ class NearestMeanImageClassifier(
             jll[np.isnan(jll)] = 0.0
         if not every:
             jll[:, ~eligible] = -np.inf
-        if isinstance(self.priors, str) and self.priors == "uniform":
+        if self._uniform_prior:
             # A constant log prior would only add rounding.
             return jll
         return jll + self._log_prior

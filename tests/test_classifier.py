@@ -786,6 +786,32 @@ def test_failed_fit_changes_nothing():
 
 
 @pytest.mark.parametrize(
+    "params",
+    [{"norm": "l2"}, {"norm": "l5"}, {"priors": [0.99, 0.01]}, {"priors": "empirical"}],
+)
+def test_set_params_after_fit_takes_effect_on_refit(params):
+    """Check that predictions follow the parameters of the last fit only."""
+    X, y = _blobs(n_classes=2)
+    y[:200] = 0
+    clf = NearestMeanImageClassifier().fit(X, y)
+    before = [clf.transform(X), clf.predict_proba(X), clf.decision_function(X)]
+
+    clf.set_params(**params)
+    after = [clf.transform(X), clf.predict_proba(X), clf.decision_function(X)]
+    for old, new in zip(before, after, strict=True):
+        assert_array_equal(new, old)
+
+    if params.get("norm") == "l5":
+        with pytest.raises(ValueError, match="got 'l5'"):
+            clf.fit(X, y)
+        return
+    clf.fit(X, y)
+    reference = NearestMeanImageClassifier(**params).fit(X, y)
+    assert_array_equal(clf.predict_proba(X), reference.predict_proba(X))
+    assert not np.array_equal(clf.predict_proba(X), before[1])
+
+
+@pytest.mark.parametrize(
     "method",
     ["predict", "predict_proba", "predict_log_proba", "decision_function", "transform"],
 )
