@@ -19,6 +19,7 @@ NORMS = ("l1", "l2")
 NORM_NAMES = {"l1": "mean absolute error", "l2": "root mean squared error"}
 DIGITS_SPLIT_SEED = 0
 FIGURE_NAME = "sk_meanclf.png"
+SPLIT_NAMES = (("train", "valid"), ("training", "testing"))
 
 OFFLINE_HINT = (
     "To run offline, extract fastai's mnist_sample archive so that "
@@ -96,8 +97,8 @@ def build_parser():
         "--data",
         metavar="PATH",
         type=Path,
-        help="folder with train/ and valid/ class folders of PNG images; "
-        "nothing is fetched",
+        help="folder with train/ and valid/ folders of class folders of images "
+        "(PNG, JPEG, ...); nothing is fetched",
     )
     parser.add_argument(
         "--out",
@@ -280,21 +281,37 @@ def _pixels(shape):
 
 
 def _split_names(path):
-    for train, valid in (("train", "valid"), ("training", "testing")):
+    for train, valid in SPLIT_NAMES:
         if (path / train).is_dir() and (path / valid).is_dir():
             return train, valid
+    folders = sorted(
+        entry.name + "/"
+        for entry in path.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+    if not folders:
+        holds = "no folders"
+    elif len(folders) == 1:
+        holds = f"only the folder {folders[0]}"
+    else:
+        holds = f"the folders {', '.join(folders)}"
     raise JobError(
         f"Expected {str(path)!r} to hold train/ and valid/ (or training/ and "
-        f"testing/) folders of class folders. {OFFLINE_HINT}"
+        f"testing/) folders of class folders; it holds {holds}."
     )
 
 
 def _load_folder(path, progress):
     from sk_meanclf.datasets import load_image_folder
 
-    path = Path(path).expanduser()
+    path = Path(path).expanduser().absolute()
     if not os.path.lexists(path):
-        raise JobError(f"Data folder {str(path)!r} does not exist. {OFFLINE_HINT}")
+        raise JobError(f"Data folder {str(path)!r} does not exist.")
+    if not path.exists():
+        raise JobError(
+            f"Data folder {str(path)!r} is a symbolic link to "
+            f"{os.readlink(path)!r}, which does not exist."
+        )
     if not path.is_dir():
         raise JobError(
             f"Data folder {str(path)!r} is not a folder; expected a folder holding "
@@ -623,6 +640,23 @@ def save_figure(data, results, out_dir):
     return path
 
 
+def _write(text):
+    """Write `text` to standard output, which its reader may have closed.
+
+    When the reader stops early, as ``sk-meanclf | head -1`` does, the rest of
+    the output is dropped and the job goes on to write its figure.
+    """
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point the descriptor at /dev/null so that the interpreter's final
+        # flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def main(argv=None):
     """Run the main job and return its exit status.
 
@@ -661,9 +695,9 @@ def main(argv=None):
         if args.cv is not None:
             _check_folds(data, args.cv)
         results = evaluate(data)
-        sys.stdout.write(format_table(data, results))
+        _write(format_table(data, results))
         if args.cv is not None:
-            sys.stdout.write("\n" + cross_validate(data, args.cv))
+            _write("\n" + cross_validate(data, args.cv))
         if args.out is not None:
             try:
                 path = save_figure(data, results, args.out)
@@ -672,7 +706,7 @@ def main(argv=None):
                 raise JobError(
                     f"Could not write the figure into {str(args.out)!r}: {reason}."
                 ) from exc
-            sys.stdout.write(f"\nfigure: {path}\n")
+            _write(f"\nfigure: {path}\n")
     except JobError as exc:
         sys.stderr.write(f"sk-meanclf: error: {exc}\n")
         return 1

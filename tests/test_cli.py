@@ -242,16 +242,32 @@ def test_ten_classes_in_training_testing_layout(mnist_t10k, tmp_path, capsys):
 
 
 def test_missing_data_folder(tmp_path, capsys):
-    """Check that a missing --data folder fails with one line naming it and fixes."""
+    """Check that a missing --data folder fails with one line naming it."""
     missing = tmp_path / "nowhere"
     assert main(["--data", str(missing)]) == 1
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.count("\n") == 1
-    assert err.startswith("sk-meanclf: error: ")
-    assert repr(str(missing)) in err
-    for hint in ("$FASTAI_HOME/data/mnist_sample", "--data PATH", "--dataset digits"):
-        assert hint in err
+    assert err == f"sk-meanclf: error: Data folder {str(missing)!r} does not exist.\n"
+
+
+def test_data_is_a_dangling_link(tmp_path, capsys):
+    """Check that a --data link to nothing names the link and its target."""
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    assert main(["--data", str(link)]) == 1
+    assert capsys.readouterr().err == (
+        f"sk-meanclf: error: Data folder {str(link)!r} is a symbolic link to "
+        f"{str(tmp_path / 'gone')!r}, which does not exist.\n"
+    )
+
+
+def test_relative_data_folder_is_named_in_full(tmp_path, monkeypatch, capsys):
+    """Check that --data "" (the current folder) is reported by its full path."""
+    _write_splits(tmp_path, {"train": (4, 4), "valid": (4, 4)})
+    monkeypatch.chdir(tmp_path)
+    assert main(["--data", "", "-q"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"Nearest class mean on {tmp_path.name} ({tmp_path})"
 
 
 def test_data_is_a_file(tmp_path, capsys):
@@ -372,13 +388,41 @@ def test_figure_write_error_is_one_line(monkeypatch, tmp_path, capsys):
 
 
 def test_folder_without_splits(tmp_path, capsys):
-    """Check that a folder lacking train/ and valid/ fails with one line naming it."""
+    """Check that a folder lacking a split says which folders it holds."""
     (tmp_path / "train" / "3").mkdir(parents=True)
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    expected = (
+        f"sk-meanclf: error: Expected {str(tmp_path)!r} to hold train/ and valid/ "
+        "(or training/ and testing/) folders of class folders; it holds {}.\n"
+    )
     assert main(["--data", str(tmp_path)]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert "train/ and valid/" in err
-    assert repr(str(tmp_path)) in err
+    assert capsys.readouterr().err == expected.format("only the folder train/")
+    (tmp_path / "test").mkdir()
+    assert main(["--data", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == expected.format("the folders test/, train/")
+    empty = tmp_path / "test"
+    assert main(["--data", str(empty)]) == 1
+    assert capsys.readouterr().err == expected.replace(
+        repr(str(tmp_path)), repr(str(empty))
+    ).format("no folders")
+
+
+def test_output_to_a_closed_pipe(tmp_path):
+    """Check that a reader that stops early gets no traceback; the figure is written."""
+    out_dir = tmp_path / "fig"
+    job = subprocess.Popen(
+        [sys.executable, "-m", "sk_meanclf", "--dataset", "digits", "--cv", "2"]
+        + ["-q", "--out", str(out_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert job.stdout.readline().startswith(b"Nearest class mean on")
+    job.stdout.close()
+    err = job.stderr.read()
+    assert job.wait(timeout=300) == 0
+    assert err == b""
+    assert (out_dir / "sk_meanclf.png").stat().st_size > 0
 
 
 def test_unreadable_image(tmp_path, capsys):
