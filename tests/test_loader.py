@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import urllib.error
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -466,18 +467,37 @@ def test_bad_classes_argument(sample_layout, classes, error):
 
 
 @pytest.mark.parametrize(
-    "kwargs, error",
+    "name, value, error",
     [
-        ({"on_error": "ignore"}, ValueError),
-        ({"cache": 1.5}, TypeError),
-        ({"split": 0}, TypeError),
+        ("path", None, TypeError),
+        ("on_error", "ignore", ValueError),
+        ("cache", 1.5, TypeError),
+        ("split", 0, TypeError),
+        ("split", "../train", ValueError),
+        ("split", os.sep + "train", ValueError),
+        ("split", "..", ValueError),
+        ("scale", "yes", TypeError),
+        ("scale", None, TypeError),
+        ("return_X_y", "no", TypeError),
+        ("progress", "x", TypeError),
     ],
 )
-def test_bad_arguments(tmp_path, kwargs, error):
-    """Check that bad on_error, cache and split values are refused by name."""
-    name, value = next(iter(kwargs.items()))
-    with pytest.raises(error, match=f"`{name}`.*{re.escape(repr(value))}"):
-        load_image_folder(tmp_path, **kwargs)
+def test_bad_arguments(sample_layout, name, value, error):
+    """Check that a bad argument is refused by name, with its value."""
+    root, _ = sample_layout
+    kwargs = {"path": root, name: value}
+    with pytest.raises(error, match=f"`{name}`.*{re.escape(repr(value))}") as info:
+        load_image_folder(**kwargs)
+    assert info.type is error
+
+
+def test_hidden_class_requested(sample_layout):
+    """Check that asking for a hidden folder as a class says it is hidden."""
+    root, _ = sample_layout
+    hidden = root / "train" / ".ipynb_checkpoints"
+    assert hidden.is_dir()
+    with pytest.raises(ValueError, match=f"{_escaped(hidden)} is hidden"):
+        load_image_folder(root, split="train", classes=["3", ".ipynb_checkpoints"])
 
 
 def test_no_class_folders(tmp_path, digits):
@@ -495,7 +515,8 @@ def test_empty_class_folder(sample_layout):
     empty.mkdir()
     (empty / "labels.csv").write_text("name,label\n")
     (empty / ".hidden.png").write_bytes(b"")
-    with pytest.raises(ValueError, match=f"{_escaped(empty)} holds no image files"):
+    match = f"{_escaped(empty)} holds no image files; .* named \\*\\.bmp, .*\\*\\.png"
+    with pytest.raises(ValueError, match=match):
         load_image_folder(root, split="train")
 
 
@@ -560,6 +581,20 @@ def test_skip_warning_counts_and_shows_first_names(tmp_path, digits):
     with pytest.warns(UserWarning, match=match):
         X, y = load_image_folder(tmp_path, on_error="skip", return_X_y=True)
     assert X.shape == (1, 784) and y.tolist() == [3]
+
+
+def test_skipping_every_image_of_a_class_raises(tmp_path, digits):
+    """Check that skip mode does not return a class that lost all its images."""
+    _png(tmp_path / "3" / "ok.png", digits[3][0])
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "bad.png").write_bytes(b"broken")
+    match = f"Every image file of the class folder {_escaped(tmp_path / '7')} is"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=match):
+            load_image_folder(tmp_path, on_error="skip")
+    X, y = load_image_folder(tmp_path, classes=["3"], on_error="skip", return_X_y=True)
+    assert y.tolist() == [3]
 
 
 def test_all_images_unreadable(tmp_path):

@@ -150,6 +150,11 @@ def _resolve_classes(base, classes):
         raise ValueError(f"Expected distinct names in `classes`, got {classes!r}.")
     for name in wanted:
         folder = os.path.join(base, name)
+        if _is_hidden(name):
+            raise ValueError(
+                f"The class folder {folder!r} is hidden (its name starts with a "
+                "dot); hidden folders are never read as classes."
+            )
         if name not in available:
             raise FileNotFoundError(
                 f"Class folder {folder!r} not found; the classes in {base!r} "
@@ -216,7 +221,7 @@ def _decode_all(paths, on_error, progress):
             elif grey.shape != images.shape[1:]:
                 raise ValueError(
                     f"The image {path!r} has shape {grey.shape} (height, width), "
-                    f"but {first!r} and the images before it have shape "
+                    f"but the first image read, {first!r}, has shape "
                     f"{images.shape[1:]}; all images must have the same size."
                 )
             images[i] = grey
@@ -314,9 +319,14 @@ def load_image_folder(
         exist.
     NotADirectoryError
         ``path`` or the ``split`` folder is not a folder.
+    TypeError
+        ``path``, ``split``, ``classes``, ``cache`` or a switch is of the wrong
+        type.
     ValueError
-        No class folders, an empty class folder, images of different sizes, or
-        a class folder that is a symbolic link loop.
+        No class folders, an empty class folder (or one whose every image is
+        unreadable, with ``on_error="skip"``), images of different sizes, a
+        class folder that is hidden or a symbolic link loop, or a ``split``
+        that is not a single folder name.
     OSError
         An image file cannot be read (with ``on_error="raise"``).
     PIL.Image.DecompressionBombError
@@ -381,6 +391,15 @@ def load_image_folder(
         raise TypeError(
             f"Expected `cache` to be a bool or a folder path, got {cache!r}."
         )
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"Expected `path` to be a folder path, got {path!r}.")
+    for name, value in (("return_X_y", return_X_y), ("scale", scale)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"Expected `{name}` to be True or False, got {value!r}.")
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(
+            f"Expected `progress` to be None, True or False, got {progress!r}."
+        )
     root = os.path.abspath(os.fspath(path))
     if not os.path.exists(root):
         raise FileNotFoundError(f"The image folder {root!r} does not exist.")
@@ -391,6 +410,12 @@ def load_image_folder(
         if not isinstance(split, str) or not split:
             raise TypeError(
                 f"Expected `split` to be None or a folder name, got {split!r}."
+            )
+        separators = {os.sep, os.altsep} - {None}
+        if split in (".", "..") or any(sep in split for sep in separators):
+            raise ValueError(
+                "Expected `split` to name a folder directly inside `path`, such as "
+                f"'train', got {split!r}."
             )
         base = os.path.join(root, split)
         if not os.path.exists(base):
@@ -418,7 +443,8 @@ def load_image_folder(
                 else ""
             )
             raise ValueError(
-                f"The class folder {class_dir!r} holds no image files{hint}."
+                f"The class folder {class_dir!r} holds no image files{hint}; "
+                f"image files are named *{', *'.join(sorted(IMAGE_EXTENSIONS))}."
             )
         prefix = class_dir + os.sep
         paths.extend([prefix + n for n in names])
@@ -449,6 +475,16 @@ def load_image_folder(
             _cache.write(cache_file, stem, images, kept)
             logger.debug("Wrote the cache %s", cache_file)
     if not kept.all():
+        emptied = np.flatnonzero(
+            np.bincount(labels[kept], minlength=len(class_names)) == 0
+        )
+        if emptied.size:
+            raise ValueError(
+                "Every image file of the class folder "
+                f"{os.path.join(base, class_names[emptied[0]])!r} is unreadable, "
+                "so the class would be empty; repair or remove its files, or "
+                "leave it out of `classes`."
+            )
         skipped = [p for p, k in zip(paths, kept, strict=True) if not k]
         shown = ", ".join(repr(p) for p in skipped[:_SHOWN_SKIPPED])
         more = "" if len(skipped) <= _SHOWN_SKIPPED else ", ..."
