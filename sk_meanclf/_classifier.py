@@ -1,6 +1,7 @@
 """Nearest class-mean classifier on flattened images, with l1 or l2 distances."""
 
 import numbers
+import reprlib
 
 import numpy as np
 from sklearn import get_config
@@ -595,10 +596,17 @@ class NearestMeanImageClassifier(
             raise ValueError(
                 f"Expected `centroid` to be 'mean' or 'median', got {self.centroid!r}."
             )
-        if isinstance(self.priors, str) and self.priors not in _PRIORS:
+        if isinstance(self.priors, str):
+            known = self.priors in _PRIORS
+        else:
+            try:
+                known = np.asarray(self.priors, dtype=np.float64).ndim == 1
+            except (TypeError, ValueError):
+                known = False
+        if not known:
             raise ValueError(
                 "Expected `priors` to be 'uniform', 'empirical' or an array of "
-                f"class probabilities, got {self.priors!r}."
+                f"class probabilities, got {reprlib.repr(self.priors)}."
             )
 
     def _class_prior(self):
@@ -839,7 +847,13 @@ def _check_sample_weight(sample_weight, n_samples):
         return None
     if isinstance(sample_weight, numbers.Number):
         sample_weight = np.full(n_samples, sample_weight, dtype=np.float64)
-    weights = np.asarray(sample_weight, dtype=np.float64)
+    try:
+        weights = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "Expected `sample_weight` to be None, a number or an array of "
+            f"numbers, got {reprlib.repr(sample_weight)}."
+        ) from None
     if weights.shape != (n_samples,):
         raise ValueError(
             f"Expected `sample_weight` of shape ({n_samples},), got shape "

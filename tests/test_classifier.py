@@ -596,6 +596,8 @@ def test_zero_weight_class_is_never_predicted():
         ([0, 0, 0, 0], r"positive sum, got all zeros"),
         ([1.0, 1.0, 1.0], r"shape \(4,\), got shape \(3,\)"),
         ([1.0, np.nan, 1.0, 1.0], r"finite `sample_weight`"),
+        ("a", r"`sample_weight` to be None, a number or an array .* got 'a'\."),
+        ([1, "x", 1, 1], r"array of numbers, got \[1, 'x', 1, 1\]\."),
     ],
 )
 def test_bad_sample_weight(sample_weight, match):
@@ -694,6 +696,9 @@ def test_partial_fit_exists_only_for_mean_centroids():
             r"shape \(2,\), one per class, got shape \(3,\)",
         ),
         ({"priors": [1.5, -0.5]}, r"non-negative finite `priors`, got \[1\.5, -0\.5\]"),
+        ({"priors": None}, r"`priors` to be 'uniform', 'empirical' .* got None\."),
+        ({"priors": {"a": 1}}, r"class probabilities, got \{'a': 1\}\."),
+        ({"priors": [[0.5, 0.5]]}, r"class probabilities, got \[\[0\.5, 0\.5\]\]\."),
     ],
 )
 def test_bad_parameters(params, match):
