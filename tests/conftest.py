@@ -23,9 +23,10 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def _missing(reason):
+    where = "set SK_MEANCLF_SHARED_DATA to the folder holding the real data"
     if IN_CI:
-        pytest.fail(f"{reason}; under CI=true the real data must be present.")
-    pytest.skip(f"{reason}; real-data tests run under CI.")
+        pytest.fail(f"{reason} ({where}); under CI=true the real data must be present.")
+    pytest.skip(f"{reason} ({where}); real-data tests run under CI.")
 
 
 @pytest.fixture(scope="session")
