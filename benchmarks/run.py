@@ -594,6 +594,32 @@ def main(argv=None):
                 shown = "n/a" if ratio is None else f"{ratio:.1f}x"
                 emit(f"| {name} | {seconds:.3f} | {shown} |")
 
+    # Dask.
+    emit()
+    emit(f"### fit on a dask array, {shape}")
+    emit()
+    try:
+        import dask.array  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError:
+        emit("dask or distributed is not installed; the dask fit is not timed.")
+    else:
+        from bench_dask import run as run_dask
+
+        emit(
+            "The same rows persisted on a `distributed.LocalCluster` of 2 processes "
+            "(one thread each) in chunks of 10,000 rows, against the in-memory fit."
+        )
+        emit()
+        emit("| case | median s | ratio |")
+        emit("|---|---:|---|")
+        (memory_name, memory_s), (dask_name, dask_s) = run_dask(
+            X, y, repeat=1 if quick else 5
+        )
+        emit(f"| {memory_name} | {memory_s:.3f} | 1 |")
+        ratio = dask_s / memory_s
+        emit(f"| {dask_name} | {dask_s:.3f} | {ratio:.1f}x the in-memory fit |")
+
     emit()
     emit(
         f"Finished in {time.perf_counter() - started:.0f} s; load average at the end "
