@@ -356,8 +356,9 @@ def load_image_folder(
     inode of every image file on each load, so a changed folder is never served
     from it. That check costs one ``stat`` call per file, which bounds the speed
     of a cached load (50 to 120 ms for the 14,434 files of MNIST_SAMPLE on the
-    two-core machines of the benchmarks). Cache files (``.npy``) hold the uint8 images; an older version
-    for the same folder and arguments is deleted when a new one is written.
+    two-core machines of the benchmarks). Cache files (``.npy``) hold the uint8
+    images; an older version for the same folder and arguments is deleted when
+    a new one is written.
 
     Examples
     --------
