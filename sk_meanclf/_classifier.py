@@ -267,6 +267,8 @@ class NearestMeanImageClassifier(
     estimator has no `partial_fit` attribute: ``hasattr`` is False, calling it
     raises an AttributeError caused by one that says why, and dask-ml's
     ``Incremental`` refuses it with a ValueError. Fit it on all rows at once.
+    Parameters changed with `set_params` after fitting take effect at the next
+    `fit` or `partial_fit`; until then, predictions follow those of the last one.
 
     Computation dtypes: float16 and float32 input is compared with centroids in
     float32, any other numeric input (unsigned integers included) in float64;
