@@ -337,8 +337,8 @@ class NearestMeanImageClassifier(
         y : array-like of shape (n_samples,)
             Class labels; at least two distinct values.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weight of each row, not all zero; every row weighs 1
-            when None.
+            Non-negative weight of each row, not all zero, the positive ones
+            between ``2**-100`` and ``2**100``; every row weighs 1 when None.
 
         Returns
         -------
@@ -404,8 +404,8 @@ class NearestMeanImageClassifier(
             Every class that any batch will contain. Required on the first call
             unless the estimator is fitted; later it must equal `classes_`.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weight of each row, not all zero; every row weighs 1
-            when None.
+            Non-negative weight of each row, not all zero, the positive ones
+            between ``2**-100`` and ``2**100``; every row weighs 1 when None.
 
         Returns
         -------
@@ -854,7 +854,7 @@ def _check_sample_weight(sample_weight, n_samples):
     except (TypeError, ValueError):
         raise ValueError(
             "Expected `sample_weight` to be None, a number or an array of "
-            f"numbers, got {reprlib.repr(sample_weight)}."
+            f"numbers, got {_first_non_number(sample_weight)}."
         ) from None
     if weights.shape != (n_samples,):
         raise ValueError(
@@ -871,7 +871,23 @@ def _check_sample_weight(sample_weight, n_samples):
         )
     if not weights.any():
         raise ValueError("Expected `sample_weight` with a positive sum, got all zeros.")
+    low, high = _summaries.WEIGHT_RANGE
+    outside = (weights > 0) & ((weights < low) | (weights > high))
+    if outside.any():
+        index = int(np.flatnonzero(outside)[0])
+        raise _summaries.out_of_range_weight(weights[index].item(), index)
     return weights
+
+
+def _first_non_number(values):
+    """Describe the first entry of `values` that is not a number, or `values`."""
+    if not isinstance(values, (str, bytes)) and hasattr(values, "__iter__"):
+        for index, value in enumerate(values):
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                return f"{reprlib.repr(value)} at index {index}"
+    return reprlib.repr(values)
 
 
 def _class_summaries(X, y_index, n_classes, sample_weight):

@@ -93,8 +93,13 @@ def _check_sample_weight(sample_weight):
     if sample_weight is None:
         return None
     sample_weight = sample_weight.astype(np.float64)
-    finite, smallest, total = dask.compute(
-        da.isfinite(sample_weight).all(), sample_weight.min(), sample_weight.sum()
+    low, high = _summaries.WEIGHT_RANGE
+    outside = (sample_weight > 0) & ((sample_weight < low) | (sample_weight > high))
+    finite, smallest, total, any_outside = dask.compute(
+        da.isfinite(sample_weight).all(),
+        sample_weight.min(),
+        sample_weight.sum(),
+        outside.any(),
     )
     if not finite:
         raise ValueError("Expected finite `sample_weight`, got NaN or inf.")
@@ -106,6 +111,11 @@ def _check_sample_weight(sample_weight):
         )
     if total == 0:
         raise ValueError("Expected `sample_weight` with a positive sum, got all zeros.")
+    if any_outside:
+        index = int(da.argmax(outside).compute())
+        raise _summaries.out_of_range_weight(
+            sample_weight[index].compute().item(), index
+        )
     return sample_weight
 
 

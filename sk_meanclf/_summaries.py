@@ -11,6 +11,22 @@ import numpy as np
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.multiclass import unique_labels as _unique_labels
 
+# Positive sample weights must lie in this range: they multiply sums of squared
+# pixel values, which must stay far inside the float64 range (and float32's, on
+# array API devices without float64). A common factor of all weights changes
+# nothing but `class_count_`, so any weights can be brought into it.
+WEIGHT_RANGE = (2.0**-100, 2.0**100)
+
+
+def out_of_range_weight(value, index):
+    """Return the ValueError for a positive sample weight outside `WEIGHT_RANGE`."""
+    low, high = WEIGHT_RANGE
+    return ValueError(
+        f"Expected positive `sample_weight` values between {low:.3g} and "
+        f"{high:.3g}, got {value!r} at index {index}; multiplying every weight by "
+        "one factor changes only `class_count_`."
+    )
+
 
 def check_classes(y_classes):
     """Check the distinct labels of a fit: classification targets, two or more.

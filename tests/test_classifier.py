@@ -569,6 +569,21 @@ def test_integer_weights_equal_repeated_rows(norm, centroid):
     assert_allclose(weighted.predict_proba(X_test), repeated.predict_proba(X_test))
 
 
+@pytest.mark.parametrize("norm", NORMS)
+def test_common_weight_factor_changes_only_class_count(norm):
+    """Check that weights scaled by one factor give the same model."""
+    X, y = _blobs()
+    weights = np.random.default_rng(1).uniform(0.5, 2.0, size=len(y))
+    base = NearestMeanImageClassifier(norm=norm, priors="empirical")
+    plain = clone(base).fit(X, y, sample_weight=weights)
+    for factor in (2.0**-90, 2.0**90):
+        scaled = clone(base).fit(X, y, sample_weight=weights * factor)
+        assert_allclose(scaled.class_count_, plain.class_count_ * factor)
+        assert_allclose(scaled.centroids_, plain.centroids_, rtol=1e-12)
+        assert_allclose(scaled.scale_, plain.scale_, rtol=1e-12)
+        assert_allclose(scaled.predict_proba(X), plain.predict_proba(X), atol=1e-12)
+
+
 def test_weighted_centroids_by_hand():
     """Check a weighted mean centroid computed by hand."""
     clf = NearestMeanImageClassifier().fit(X_TOY, Y_TOY, sample_weight=[3, 1, 1, 1])
@@ -597,7 +612,9 @@ def test_zero_weight_class_is_never_predicted():
         ([1.0, 1.0, 1.0], r"shape \(4,\), got shape \(3,\)"),
         ([1.0, np.nan, 1.0, 1.0], r"finite `sample_weight`"),
         ("a", r"`sample_weight` to be None, a number or an array .* got 'a'\."),
-        ([1, "x", 1, 1], r"array of numbers, got \[1, 'x', 1, 1\]\."),
+        ([1, 1, 1, "x"], r"array of numbers, got 'x' at index 3\."),
+        ([1.0, 1e307, 1.0, 1.0], r"between 7\.89e-31 and 1\.27e\+30, got 1e\+307 at "),
+        ([1.0, 0.0, 1e-320, 1.0], r"got 1e-320 at index 2; multiplying every weight"),
     ],
 )
 def test_bad_sample_weight(sample_weight, match):

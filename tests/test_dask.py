@@ -321,6 +321,9 @@ def test_dask_bad_input(tiled_mnist_dask):
         NearestMeanImageClassifier().fit(with_nan, yd)
     with pytest.raises(ValueError, match="non-negative `sample_weight`, got -1.0"):
         NearestMeanImageClassifier().fit(Xd, yd, sample_weight=-da.ones_like(yd))
+    huge = da.where(da.arange(Xd.shape[0]) == 20_001, 1e307, 1.0)
+    with pytest.raises(ValueError, match=r"got 1e\+307 at index 20001; multiplying"):
+        NearestMeanImageClassifier().fit(Xd, yd, sample_weight=huge)
 
     clf = NearestMeanImageClassifier().fit(Xd, yd)
     fitted = clf.centroids_.copy(), clf.class_count_.copy()
