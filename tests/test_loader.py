@@ -457,7 +457,16 @@ def test_missing_class(sample_layout):
 
 
 @pytest.mark.parametrize(
-    "classes, error", [("37", TypeError), ([], ValueError), (["3", 3], ValueError)]
+    "classes, error",
+    [
+        ("37", TypeError),
+        ([], ValueError),
+        (["3", 3], ValueError),
+        ([None], TypeError),
+        (["3", True], TypeError),
+        ([3.0], TypeError),
+        ([b"3"], TypeError),
+    ],
 )
 def test_bad_classes_argument(sample_layout, classes, error):
     """Check that a malformed classes argument is refused with its value."""
@@ -476,6 +485,7 @@ def test_bad_classes_argument(sample_layout, classes, error):
         ("split", "../train", ValueError),
         ("split", os.sep + "train", ValueError),
         ("split", "..", ValueError),
+        ("split", "", ValueError),
         ("scale", "yes", TypeError),
         ("scale", None, TypeError),
         ("return_X_y", "no", TypeError),
@@ -489,6 +499,26 @@ def test_bad_arguments(sample_layout, name, value, error):
     with pytest.raises(error, match=f"`{name}`.*{re.escape(repr(value))}") as info:
         load_image_folder(**kwargs)
     assert info.type is error
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "./3", "../valid/3"])
+def test_class_names_that_are_paths(sample_layout, name):
+    """Check that a class given as a path, not a folder name, is refused."""
+    root, _ = sample_layout
+    match = f"`classes` to name folders directly inside .*got {re.escape(repr(name))}"
+    with pytest.raises(ValueError, match=match):
+        load_image_folder(root, split="train", classes=["3", name])
+
+
+def test_dangling_class_link(sample_layout):
+    """Check that a class folder link to nothing is named, not passed over."""
+    root, _ = sample_layout
+    link = root / "train" / "8"
+    link.symlink_to(root / "nowhere")
+    match = f"{_escaped(link)} points to {_escaped(root / 'nowhere')}, which does not"
+    with pytest.raises(ValueError, match=match):
+        load_image_folder(root, split="train")
+    load_image_folder(root, split="valid")
 
 
 def test_hidden_class_requested(sample_layout):

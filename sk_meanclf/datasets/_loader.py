@@ -44,8 +44,18 @@ def _is_hidden(name):
     return name.startswith(".")
 
 
-def _subfolders(folder):
-    """Return the names of the visible sub-folders of ``folder``, sorted."""
+def _is_plain_name(name):
+    """Tell whether ``name`` names an entry of a folder, not a path."""
+    separators = {os.sep, os.altsep} - {None}
+    return name not in ("", ".", "..") and not any(sep in name for sep in separators)
+
+
+def _subfolders(folder, strict=False):
+    """Return the names of the visible sub-folders of ``folder``, sorted.
+
+    With ``strict``, a visible symbolic link to nothing raises a ValueError
+    instead of being passed over, since it may stand for a class folder.
+    """
     names = []
     with os.scandir(folder) as entries:
         for entry in entries:
@@ -62,6 +72,12 @@ def _subfolders(folder):
                 raise
             if is_dir:
                 names.append(entry.name)
+            elif strict and entry.is_symlink() and not os.path.exists(entry.path):
+                raise ValueError(
+                    f"The symbolic link {entry.path!r} points to "
+                    f"{os.readlink(entry.path)!r}, which does not exist; repair "
+                    "or remove it."
+                )
     return sorted(names)
 
 
@@ -128,7 +144,7 @@ def _class_order(names):
 
 
 def _resolve_classes(base, classes):
-    available = _subfolders(base)
+    available = _subfolders(base, strict=True)
     if classes is None:
         if not available:
             raise ValueError(
@@ -141,7 +157,16 @@ def _resolve_classes(base, classes):
             f"Expected `classes` to be None or a list of class folder names, "
             f"got {classes!r}."
         )
-    wanted = [str(c) for c in classes]
+    wanted = []
+    for name in classes:
+        if isinstance(name, (bool, np.bool_)) or not isinstance(
+            name, (str, int, np.integer)
+        ):
+            raise TypeError(
+                "Expected `classes` to hold class folder names (str or int), got "
+                f"{name!r} in {classes!r}."
+            )
+        wanted.append(str(name))
     if not wanted:
         raise ValueError(
             f"Expected `classes` to name at least one class, got {classes!r}."
@@ -150,6 +175,11 @@ def _resolve_classes(base, classes):
         raise ValueError(f"Expected distinct names in `classes`, got {classes!r}.")
     for name in wanted:
         folder = os.path.join(base, name)
+        if not _is_plain_name(name):
+            raise ValueError(
+                "Expected `classes` to name folders directly inside "
+                f"{base!r}, got {name!r}."
+            )
         if _is_hidden(name):
             raise ValueError(
                 f"The class folder {folder!r} is hidden (its name starts with a "
@@ -325,8 +355,8 @@ def load_image_folder(
     ValueError
         No class folders, an empty class folder (or one whose every image is
         unreadable, with ``on_error="skip"``), images of different sizes, a
-        class folder that is hidden or a symbolic link loop, or a ``split``
-        that is not a single folder name.
+        class folder that is hidden, a symbolic link loop or a link to nothing,
+        or a ``split`` or class that is not a single folder name.
     OSError
         An image file cannot be read (with ``on_error="raise"``).
     PIL.Image.DecompressionBombError
@@ -408,12 +438,11 @@ def load_image_folder(
         raise NotADirectoryError(f"The image folder {root!r} is not a folder.")
     base = root
     if split is not None:
-        if not isinstance(split, str) or not split:
+        if not isinstance(split, str):
             raise TypeError(
                 f"Expected `split` to be None or a folder name, got {split!r}."
             )
-        separators = {os.sep, os.altsep} - {None}
-        if split in (".", "..") or any(sep in split for sep in separators):
+        if not _is_plain_name(split):
             raise ValueError(
                 "Expected `split` to name a folder directly inside `path`, such as "
                 f"'train', got {split!r}."
