@@ -644,17 +644,21 @@ def _write(text):
     """Write `text` to standard output, which its reader may have closed.
 
     When the reader stops early, as ``sk-meanclf | head -1`` does, the rest of
-    the output is dropped and the job goes on to write its figure.
+    the output is dropped and the job goes on to write its figure. Any other
+    write error (a full disk, say) ends the job with a JobError.
     """
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
-    except BrokenPipeError:
+    except OSError as exc:
         # Point the descriptor at /dev/null so that the interpreter's final
         # flush does not fail again.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+        if not isinstance(exc, BrokenPipeError):
+            reason = " ".join(str(exc).split()).rstrip(".")
+            raise JobError(f"Could not write to standard output: {reason}.") from exc
 
 
 def main(argv=None):

@@ -440,6 +440,25 @@ def test_unreadable_image(tmp_path, capsys):
     assert "1.png" in err
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_output_to_a_full_device():
+    """Check that a failed write of the table ends in one error line, status 1."""
+    with open("/dev/full", "w") as full:
+        job = subprocess.run(
+            [sys.executable, "-m", "sk_meanclf", "--dataset", "digits", "-q"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+        )
+    assert job.returncode == 1
+    assert job.stderr == (
+        "sk-meanclf: error: Could not write to standard output: [Errno 28] No space "
+        "left on device.\n"
+    )
+
+
 def test_without_fastai():
     """Check that without fastai the job says to install the extra or use --data."""
     result = _run_module([], prelude="import sys; sys.modules['fastai'] = None")
