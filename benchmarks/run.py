@@ -353,7 +353,20 @@ def main(argv=None):
         return
 
     import numpy as np
-    from _data import mnist_sample_folder, mnist_t10k, read_png_classes, tile
+    from _data import (
+        mnist_sample_folder,
+        mnist_t10k,
+        read_png_classes,
+        shared_data,
+        tile,
+    )
+
+    if not (shared_data() / "mnist_t10k").is_dir():
+        sys.exit(
+            f"benchmarks/run.py: {str(shared_data() / 'mnist_t10k')!r} not found; "
+            "set SK_MEANCLF_SHARED_DATA to the folder holding mnist_t10k/ and "
+            "mnist_sample.tgz."
+        )
 
     from sk_meanclf import NearestMeanImageClassifier
 

@@ -47,9 +47,9 @@ def _digest(*parts):
 def cache_paths(home, root, split, class_names, on_error, listing):
     """Return the cache file for this load and the prefix shared by its versions.
 
-    ``listing`` is one string per image file holding its class, name, size and
-    modification time, so adding, removing, renaming, touching or rewriting any
-    file gives another cache file.
+    ``listing`` holds, per class, the name, size, modification and status
+    change times and inode of each image file, so adding, removing, renaming,
+    touching or rewriting any file gives another cache file.
     """
     prefix = _digest(_FORMAT, root, str(split), "\n".join(class_names), on_error)
     content = _digest(*listing)
