@@ -625,6 +625,10 @@ def test_skipping_every_image_of_a_class_raises(tmp_path, digits):
             load_image_folder(tmp_path, on_error="skip")
     X, y = load_image_folder(tmp_path, classes=["3"], on_error="skip", return_X_y=True)
     assert y.tolist() == [3]
+    cache = tmp_path.parent / f"{tmp_path.name}_cache"
+    with pytest.raises(ValueError, match=match):
+        load_image_folder(tmp_path, on_error="skip", cache=cache)
+    assert not cache.exists() or not any(cache.rglob("*.npy"))
 
 
 def test_all_images_unreadable(tmp_path):

@@ -501,10 +501,7 @@ def load_image_folder(
             images, kept = stored
     if images is None:
         images, kept = _decode_all(paths, on_error, progress)
-        if cache is not False:
-            _cache.write(cache_file, stem, images, kept)
-            logger.debug("Wrote the cache %s", cache_file)
-    if not kept.all():
+        # Checked before caching, so that a cached load never holds an empty class.
         emptied = np.flatnonzero(
             np.bincount(labels[kept], minlength=len(class_names)) == 0
         )
@@ -515,6 +512,10 @@ def load_image_folder(
                 "so the class would be empty; repair or remove its files, or "
                 "leave it out of `classes`."
             )
+        if cache is not False:
+            _cache.write(cache_file, stem, images, kept)
+            logger.debug("Wrote the cache %s", cache_file)
+    if not kept.all():
         skipped = [p for p, k in zip(paths, kept, strict=True) if not k]
         shown = ", ".join(repr(p) for p in skipped[:_SHOWN_SKIPPED])
         more = "" if len(skipped) <= _SHOWN_SKIPPED else ", ..."
